@@ -1,0 +1,47 @@
+"""jsnb's small error tree.
+
+```
+JsnbError
+ +-- MetadataError (also ValueError)   bad or missing component property
+ +-- ComponentClosedError              the component was used after close()
+ +-- ServerError                       the embedded nats-server failed
+ +-- StreamNotFoundError               no JetStream stream covers a subject
+```
+
+Errors raised by nats-py are passed through where they already say the
+right thing; jsnb adds context where a raw server error would puzzle a user.
+"""
+
+from __future__ import annotations
+
+
+class JsnbError(Exception):
+    """Base class of every error jsnb raises itself."""
+
+
+class MetadataError(JsnbError, ValueError):
+    """A component property is missing, malformed or contradicts another.
+
+    The message names the Dapr key, shows the bad value (never a secret) and
+    says what is allowed.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ComponentClosedError(JsnbError):
+    """The component was used after ``close()``."""
+
+
+class ServerError(JsnbError):
+    """The embedded nats-server failed to start, or died."""
+
+    def __init__(self, message: str, *, log: str = "") -> None:
+        super().__init__(f"{message}\n--- nats-server log ---\n{log}" if log else message)
+        self.log = log
+
+
+class StreamNotFoundError(JsnbError, LookupError):
+    """No JetStream stream captures the subject; streams are never auto-created."""
