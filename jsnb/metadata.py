@@ -1,0 +1,808 @@
+"""The ``pubsub.jetstream`` component metadata: fields, parsing, validation, YAML.
+
+>>> md = Metadata.from_properties({"natsURL": "nats://localhost:4222", "ackWait": "10s"})
+>>> md.ack_wait
+datetime.timedelta(seconds=10)
+>>> md.as_properties()["ackWait"]
+'10s'
+
+One dataclass holds every property of the Dapr component page and of current
+upstream. Each field carries its Dapr key, kind, group and help text in
+``field(metadata=...)``; that table drives parsing, validation, the YAML round
+trip, the config form and the HTML table, so there is one list of fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import html
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from jsnb.durations import format_duration, parse_duration
+from jsnb.errors import MetadataError
+
+EMBEDDED = "embedded"
+DEFAULT_NAME = "dapr.io - pubsub.jetstream"
+MASK = "******"
+GROUPS = ("connection", "auth", "consumer", "delivery", "retry")
+
+
+class DeliverPolicy(enum.StrEnum):
+    """Where a new consumer starts in the stream (Dapr's words)."""
+
+    ALL = "all"
+    LAST = "last"
+    NEW = "new"
+    SEQUENCE = "sequence"
+    TIME = "time"
+
+
+class AckPolicy(enum.StrEnum):
+    """How deliveries are acknowledged."""
+
+    EXPLICIT = "explicit"
+    ALL = "all"
+    NONE = "none"
+
+
+class ConcurrencyMode(enum.StrEnum):
+    """Whether a subscription runs one handler at a time or many."""
+
+    SINGLE = "single"
+    PARALLEL = "parallel"
+
+
+class Kind(enum.Enum):
+    """How a property's string form is parsed and shown."""
+
+    STR = "string"
+    SECRET = "secret"
+    PATH = "path"
+    NAME = "name"
+    INT = "int"
+    BOOL = "bool"
+    DURATION = "duration"
+    DURATIONS = "duration list"
+    UNIX_TIME = "unix seconds"
+    ENUM = "enum"
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One row of the field table: what a property is called and means."""
+
+    attr: str
+    key: str
+    kind: Kind
+    group: str
+    help: str
+    default: Any
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    upstream: bool = True
+
+    @property
+    def secret(self) -> bool:
+        return self.kind is Kind.SECRET
+
+
+def _f(
+    key: str,
+    kind: Kind,
+    group: str,
+    help: str,
+    default: Any = None,
+    *,
+    choices: type[enum.Enum] | None = None,
+    minimum: int | None = None,
+    upstream: bool = True,
+) -> Any:
+    """A dataclass field that carries its row of the field table."""
+    info = {
+        "key": key,
+        "kind": kind,
+        "group": group,
+        "help": help,
+        "choices": tuple(c.value for c in choices) if choices else (),
+        "minimum": minimum,
+        "upstream": upstream,
+    }
+    if isinstance(default, tuple | list):
+        return field(default_factory=lambda: tuple(default), metadata=info)
+    return field(default=default, metadata=info)
+
+
+# Keys from older component versions, still read so old manifests keep working.
+DEPRECATED_KEYS = {
+    "hearbeat": "heartbeat",  # the seed page's typo, renamed upstream in 2023 (#2430)
+    "deliverall": "deliverPolicy",  # replaced by deliverPolicy upstream in 2022 (#2315)
+}
+# Keys the Dapr runtime or upstream's dead retry decoder use, which this component
+# ignores exactly as upstream does; they are accepted without a warning.
+IGNORED_KEYS = {"consumerid", "backoffpolicy", "backoffduration", "backoffmaxretries"}
+_TRUE = {"y", "yes", "true", "t", "on", "1"}
+_FALSE = {"n", "no", "false", "f", "off", "0", ""}
+# nats-server rejects these in stream, durable and queue names: they become
+# parts of API subjects (upstream #1655).
+_BAD_NAME = re.compile(r"[\s.*>/\\]")
+_BAD_QUEUE = re.compile(r"\s")
+_URL_SCHEMES = {"nats", "tls", "ws", "wss"}
+
+
+@dataclass(frozen=True, repr=False)
+class Metadata:
+    """Validated configuration of one ``pubsub.jetstream`` component.
+
+    Build it with :meth:`from_properties` (Dapr's string map or native values)
+    or :meth:`from_component_yaml`; construct directly with Python values.
+    """
+
+    # connection
+    nats_url: str = _f(
+        "natsURL",
+        Kind.STR,
+        "connection",
+        "NATS server URL(s), comma-separated; 'embedded' starts a local server",
+    )
+    name: str = _f(
+        "name", Kind.STR, "connection", "Connection name shown by the server", DEFAULT_NAME
+    )
+    domain: str = _f(
+        "domain", Kind.STR, "connection", "JetStream domain (API prefix $JS.<domain>.API)", ""
+    )
+    api_prefix: str = _f(
+        "apiPrefix", Kind.STR, "connection", "JetStream API prefix; wins over domain", ""
+    )
+    # auth
+    jwt: str = _f("jwt", Kind.SECRET, "auth", "User JWT for decentralized auth (needs seedKey)", "")
+    seed_key: str = _f(
+        "seedKey", Kind.SECRET, "auth", "NKey user seed that signs the server nonce", ""
+    )
+    tls_client_cert: str = _f(
+        "tls_client_cert", Kind.PATH, "auth", "Path of the TLS client certificate (PEM)", ""
+    )
+    tls_client_key: str = _f(
+        "tls_client_key", Kind.PATH, "auth", "Path of the TLS client key (PEM)", ""
+    )
+    tls_ca_cert: str = _f(
+        "tls_ca_cert",
+        Kind.PATH,
+        "auth",
+        "Path of a CA bundle to verify the server (jsnb extension; default: system CAs)",
+        "",
+        upstream=False,
+    )
+    token: str = _f("token", Kind.SECRET, "auth", "Token for token-based auth", "")
+    # consumer
+    stream_name: str = _f(
+        "streamName", Kind.NAME, "consumer", "Stream to bind to; found by subject when empty", ""
+    )
+    durable_name: str = _f(
+        "durableName", Kind.NAME, "consumer", "Durable consumer name; survives restarts", ""
+    )
+    queue_group_name: str = _f(
+        "queueGroupName",
+        Kind.NAME,
+        "consumer",
+        "Deliver group: subscribers sharing it split the messages (use with durableName)",
+        "",
+    )
+    replicas: int = _f(
+        "replicas", Kind.INT, "consumer", "Consumer replicas (0 = stream's)", 0, minimum=0
+    )
+    memory_storage: bool = _f(
+        "memoryStorage", Kind.BOOL, "consumer", "Keep consumer state in memory", False
+    )
+    concurrency_mode: ConcurrencyMode = _f(
+        "concurrencyMode",
+        Kind.ENUM,
+        "consumer",
+        "single: one handler at a time, in order; parallel: many at once",
+        ConcurrencyMode.SINGLE,
+        choices=ConcurrencyMode,
+    )
+    flow_control: bool = _f(
+        "flowControl", Kind.BOOL, "consumer", "Server-side flow control (needs heartbeat)", False
+    )
+    heartbeat: timedelta = _f(
+        "heartbeat", Kind.DURATION, "consumer", "Idle heartbeat interval (0 = off)", timedelta(0)
+    )
+    rate_limit: int = _f(
+        "rateLimit",
+        Kind.INT,
+        "consumer",
+        "Delivery rate limit in bits per second (0 = none)",
+        0,
+        minimum=0,
+    )
+    max_ack_pending: int = _f(
+        "maxAckPending",
+        Kind.INT,
+        "consumer",
+        "Unacked deliveries allowed in flight (0 = server default, -1 = unlimited)",
+        0,
+        minimum=-1,
+    )
+    # delivery
+    deliver_policy: DeliverPolicy = _f(
+        "deliverPolicy",
+        Kind.ENUM,
+        "delivery",
+        "Where a new consumer starts in the stream",
+        DeliverPolicy.ALL,
+        choices=DeliverPolicy,
+    )
+    start_sequence: int = _f(
+        "startSequence",
+        Kind.INT,
+        "delivery",
+        "First stream sequence (deliverPolicy sequence)",
+        0,
+        minimum=0,
+    )
+    start_time: int | None = _f(
+        "startTime",
+        Kind.UNIX_TIME,
+        "delivery",
+        "Start time in Unix seconds (deliverPolicy time)",
+        None,
+    )
+    ack_policy: AckPolicy = _f(
+        "ackPolicy",
+        Kind.ENUM,
+        "delivery",
+        "explicit: ack each; all: ack up to; none: no acks",
+        AckPolicy.EXPLICIT,
+        choices=AckPolicy,
+    )
+    # retry
+    ack_wait: timedelta = _f(
+        "ackWait",
+        Kind.DURATION,
+        "retry",
+        "How long the server waits for an ack before redelivering (0 = server default 30s)",
+        timedelta(0),
+    )
+    max_deliver: int = _f(
+        "maxDeliver",
+        Kind.INT,
+        "retry",
+        "Delivery attempts per message (0 or -1 = unlimited)",
+        0,
+        minimum=-1,
+    )
+    back_off: tuple[timedelta, ...] = _f(
+        "backOff",
+        Kind.DURATIONS,
+        "retry",
+        "Redelivery delays per attempt, e.g. '50ms, 1s, 10s' (last repeats)",
+        (),
+    )
+
+    # -- the field table -------------------------------------------------------
+
+    @classmethod
+    def fields_table(cls) -> tuple[FieldInfo, ...]:
+        """Every property, in display order: the single source for forms and docs."""
+        return _FIELDS
+
+    @classmethod
+    def field_info(cls, key: str) -> FieldInfo:
+        """The row for a Dapr key (case-insensitive) or attribute name."""
+        info = _BY_KEY.get(key.lower()) or _BY_ATTR.get(key)
+        if info is None:
+            raise KeyError(key)
+        return info
+
+    # -- building ---------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        for info in _FIELDS:
+            value = getattr(self, info.attr)
+            checked = _coerce(info, value)
+            if checked is not value:
+                object.__setattr__(self, info.attr, checked)
+        _validate(self)
+
+    @classmethod
+    def from_properties(
+        cls, properties: Mapping[str, Any] | Metadata, *, allow_embedded: bool = False
+    ) -> Metadata:
+        """Parse Dapr's property map (strings, as YAML gives them, or native values).
+
+        Keys match case-insensitively as upstream. Seed-era keys (``hearbeat``,
+        ``deliverAll``) still work with a ``DeprecationWarning``. With
+        *allow_embedded*, a missing ``natsURL`` means "start an embedded server".
+        """
+        if isinstance(properties, Metadata):
+            return properties
+        if not isinstance(properties, Mapping):
+            raise MetadataError(
+                f"jsnb: component metadata must be a mapping of property names to values, "
+                f"not {type(properties).__name__}"
+            )
+        raw = _fold_keys(properties)
+        values: dict[str, Any] = {}
+        for lower, (key, value) in raw.items():
+            info = _BY_KEY.get(lower)
+            if info is not None:
+                values[info.attr] = _parse(info, key, value)
+            elif lower in DEPRECATED_KEYS or lower in IGNORED_KEYS or lower == "concurrency":
+                continue
+            else:
+                _warn_unknown(key)
+        _apply_aliases(raw, values)
+        if "nats_url" not in values and allow_embedded:
+            values["nats_url"] = EMBEDDED
+        deliver_all = _read_deliver_all(raw, "deliver_policy" in values)
+        if "deliver_policy" not in values:
+            values["deliver_policy"] = _infer_deliver_policy(values, deliver_all)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Metadata:
+        """A copy with attributes changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    # -- exporting --------------------------------------------------------------
+
+    @property
+    def embedded(self) -> bool:
+        """True when the component should start its own nats-server."""
+        return self.nats_url == EMBEDDED
+
+    def as_properties(
+        self, *, reveal_secrets: bool = True, defaults: bool = False
+    ) -> dict[str, str]:
+        """Dapr's string map, non-default properties only unless *defaults*."""
+        out: dict[str, str] = {}
+        for info in _FIELDS:
+            value = getattr(self, info.attr)
+            if not defaults and value == info.default and info.key != "natsURL":
+                continue
+            if info.secret and value and not reveal_secrets:
+                out[info.key] = MASK
+            else:
+                out[info.key] = format_value(info, value)
+        return out
+
+    def to_component_yaml(
+        self, name: str = "jetstream-pubsub", *, reveal_secrets: bool = False
+    ) -> str:
+        """A Dapr Component manifest; secrets are masked unless *reveal_secrets*."""
+        import yaml
+
+        props = self.as_properties(reveal_secrets=reveal_secrets)
+        doc = {
+            "apiVersion": "dapr.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": name},
+            "spec": {
+                "type": "pubsub.jetstream",
+                "version": "v1",
+                "metadata": [{"name": k, "value": v} for k, v in props.items()],
+            },
+        }
+        return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_component_yaml(cls, source: str | Path, *, allow_embedded: bool = False) -> Metadata:
+        """Read a Dapr ``Component`` manifest of type ``pubsub.jetstream``.
+
+        *source* is YAML text or a path to a file holding it.
+        """
+        from jsnb.component_yaml import load_component_properties
+
+        return cls.from_properties(load_component_properties(source), allow_embedded=allow_embedded)
+
+    # -- display ----------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.as_properties(reveal_secrets=False).items())
+        return f"Metadata({shown})"
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for group in GROUPS:
+            rows.append(f'<tr><th colspan="3" style="text-align:left">{group}</th></tr>')
+            for info in _FIELDS:
+                if info.group != group:
+                    continue
+                value = getattr(self, info.attr)
+                shown = MASK if info.secret and value else format_value(info, value)
+                style = "" if value == info.default else ' style="font-weight:bold"'
+                rows.append(
+                    f"<tr><td><code>{info.key}</code></td><td{style}>{html.escape(shown)}</td>"
+                    f"<td>{html.escape(info.help)}</td></tr>"
+                )
+        return (
+            '<table class="jsnb-metadata"><thead><tr><th>key</th><th>value</th>'
+            f"<th>meaning</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+
+
+_FIELDS = tuple(
+    FieldInfo(
+        attr=f.name, default=f.default if f.default is not dataclasses.MISSING else (), **f.metadata
+    )
+    for f in dataclasses.fields(Metadata)
+)
+_BY_KEY = {info.key.lower(): info for info in _FIELDS}
+_BY_ATTR = {info.attr: info for info in _FIELDS}
+
+
+# -- parsing helpers ------------------------------------------------------------
+
+
+def format_value(info: FieldInfo, value: Any) -> str:
+    """A value in the string form Dapr metadata uses."""
+    if info.kind is Kind.DURATION:
+        return format_duration(value)
+    if info.kind is Kind.DURATIONS:
+        return ", ".join(format_duration(v) for v in value)
+    if info.kind is Kind.BOOL:
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value.value if isinstance(value, enum.Enum) else value)
+
+
+def _fold_keys(properties: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+    folded: dict[str, tuple[str, Any]] = {}
+    for key, value in properties.items():
+        if not isinstance(key, str):
+            raise MetadataError(f"jsnb: property names must be strings, got {key!r}")
+        lower = key.strip().lower()
+        if lower in folded:
+            raise MetadataError(
+                f"jsnb: property {key!r} is given twice (as {folded[lower][0]!r} too); "
+                "keys are case-insensitive",
+                key=key,
+            )
+        folded[lower] = (key.strip(), value)
+    return folded
+
+
+def _warn_unknown(key: str) -> None:
+    known = [info.key for info in _FIELDS] + ["deliverAll", "hearbeat"]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not close:
+        close = [k for k in known if k.lower() == key.lower().replace("-", "_")]
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    warnings.warn(f"jsnb: unknown property {key!r} is ignored{hint}", UserWarning, stacklevel=4)
+
+
+def _shown(info: FieldInfo, value: Any) -> str:
+    return "(hidden)" if info.secret else repr(value)
+
+
+def _bad(info: FieldInfo, value: Any, expected: str) -> MetadataError:
+    return MetadataError(
+        f"jsnb: {info.key} {_shown(info, value)} is not valid: expected {expected}", key=info.key
+    )
+
+
+def _parse_bool(info: FieldInfo, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise _bad(info, value, "true or false (also yes/no, on/off, 1/0)")
+
+
+def _parse_int(info: FieldInfo, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _bad(info, value, "a whole number")
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            return 0
+        try:
+            # Go's base-0 parsing reads 0x/0o/0b prefixes, as upstream does.
+            value = int(text, 0)
+        except ValueError:
+            try:
+                value = int(text, 10)  # "010" is ten here, not Go's octal eight
+            except ValueError:
+                raise _bad(info, text, "a whole number") from None
+    return value
+
+
+def _parse_duration(info: FieldInfo, value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise _bad(info, value, "a duration such as '10s'")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise MetadataError(f"jsnb: {info.key}: {exc}", key=info.key) from None
+    raise _bad(info, value, "a duration such as '10s'")
+
+
+def _parse_durations(info: FieldInfo, value: Any) -> tuple[timedelta, ...]:
+    if isinstance(value, str):
+        text = value.strip()
+        # Brackets as in upstream's metadata.yaml example, which upstream itself rejects.
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        parts: list[Any] = [p.strip().strip("'\"") for p in text.split(",")]
+        parts = [p for p in parts if p]
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        parts = [value]
+    return tuple(_parse_duration(info, p) for p in parts)
+
+
+def _parse_unix_time(info: FieldInfo, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        when = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return int(when.timestamp())
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    return _parse_int(info, value)
+
+
+def _parse_enum(info: FieldInfo, value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if not isinstance(value, str) or value.strip().lower() not in info.choices:
+        raise MetadataError(
+            f"jsnb: {info.key} {value!r} is not one of {', '.join(info.choices)}", key=info.key
+        )
+    return value.strip().lower()
+
+
+def _parse_str(info: FieldInfo, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str):
+        raise _bad(info, value, "a string")
+    return value.strip()
+
+
+_PARSERS = {
+    Kind.STR: _parse_str,
+    Kind.SECRET: _parse_str,
+    Kind.PATH: _parse_str,
+    Kind.NAME: _parse_str,
+    Kind.INT: _parse_int,
+    Kind.BOOL: _parse_bool,
+    Kind.DURATION: _parse_duration,
+    Kind.DURATIONS: _parse_durations,
+    Kind.UNIX_TIME: _parse_unix_time,
+    Kind.ENUM: _parse_enum,
+}
+_ENUMS = {
+    "deliver_policy": DeliverPolicy,
+    "ack_policy": AckPolicy,
+    "concurrency_mode": ConcurrencyMode,
+}
+
+
+def _parse(info: FieldInfo, key: str, value: Any) -> Any:
+    return _PARSERS[info.kind](info, value)
+
+
+def _coerce(info: FieldInfo, value: Any) -> Any:
+    """Bring a directly constructed value to the field's type (parsing strings)."""
+    parsed = _PARSERS[info.kind](info, value)
+    if info.kind is Kind.ENUM:
+        parsed = _ENUMS[info.attr](parsed)
+    if info.minimum is not None and parsed is not None and parsed < info.minimum:
+        raise _bad(info, value, "0 or more" if info.minimum == 0 else "-1 (unlimited) or more")
+    if parsed == value and type(parsed) is type(value):
+        return value
+    return parsed
+
+
+def _apply_aliases(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> None:
+    if "hearbeat" in raw:
+        key, value = raw["hearbeat"]
+        if "heartbeat" in values:
+            warnings.warn(
+                f"jsnb: {key!r} is the old misspelling of 'heartbeat'; both are set, "
+                "'heartbeat' is used",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+        else:
+            warnings.warn(
+                f"jsnb: {key!r} is deprecated (a typo fixed upstream); use 'heartbeat'",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            values["heartbeat"] = _parse_duration(_BY_KEY["heartbeat"], value)
+    if "concurrency" in raw and "concurrency_mode" not in values:
+        # upstream's metadata.yaml documents 'concurrency'; 'concurrencyMode' wins when both.
+        values["concurrency_mode"] = _parse_enum(_BY_KEY["concurrencymode"], raw["concurrency"][1])
+
+
+def _read_deliver_all(raw: dict[str, tuple[str, Any]], has_policy: bool) -> bool | None:
+    if "deliverall" not in raw:
+        return None
+    key, value = raw["deliverall"]
+    deliver_all = _parse_bool(FieldInfo("", key, Kind.BOOL, "", "", False), value)
+    if has_policy:
+        effect = "it is ignored because deliverPolicy is set"
+    else:
+        effect = (
+            f"it is read as deliverPolicy {'all' if deliver_all else 'last'} "
+            "unless a start option is set"
+        )
+    warnings.warn(
+        f"jsnb: {key!r} is deprecated; use deliverPolicy ({effect})",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    return deliver_all
+
+
+def _infer_deliver_policy(values: dict[str, Any], deliver_all: bool | None) -> str:
+    """The original component's precedence: startTime > startSequence > deliverAll."""
+    if values.get("start_time") is not None:
+        if values.get("start_sequence"):
+            warnings.warn(
+                "jsnb: startTime and startSequence are both set without deliverPolicy; "
+                "startTime wins (deliverPolicy time) and startSequence is ignored",
+                UserWarning,
+                stacklevel=4,
+            )
+            values["start_sequence"] = 0
+        return DeliverPolicy.TIME
+    if values.get("start_sequence"):
+        return DeliverPolicy.SEQUENCE
+    if deliver_all is False:
+        return DeliverPolicy.LAST
+    return DeliverPolicy.ALL
+
+
+# -- validation -----------------------------------------------------------------
+
+
+def _validate(md: Metadata) -> None:
+    """Cross-field rules, each one nats-server or the client would enforce later."""
+    _validate_url(md.nats_url)
+    pairs = (
+        ("jwt", "seedKey"),
+        ("seedKey", "jwt"),
+        ("tls_client_cert", "tls_client_key"),
+        ("tls_client_key", "tls_client_cert"),
+    )
+    for have, need in pairs:
+        if getattr(md, _BY_KEY[have.lower()].attr) and not getattr(md, _BY_KEY[need.lower()].attr):
+            raise MetadataError(f"jsnb: {have} is set but {need} is missing; set both", key=need)
+    for key in ("streamName", "durableName", "queueGroupName"):
+        name = getattr(md, _BY_KEY[key.lower()].attr)
+        # Queue groups may hold dots; whitespace would break the SUB protocol line.
+        bad = _BAD_QUEUE if key == "queueGroupName" else _BAD_NAME
+        if name and bad.search(name):
+            raise MetadataError(
+                f"jsnb: {key} {name!r} is not a valid NATS name: "
+                + (
+                    "no whitespace"
+                    if key == "queueGroupName"
+                    else "no spaces, dots, '*', '>', '/' or '\\'"
+                ),
+                key=key,
+            )
+    _validate_start(md)
+    for key in ("ackWait", "heartbeat"):
+        value = getattr(md, _BY_KEY[key.lower()].attr)
+        if value < timedelta(0):
+            raise MetadataError(
+                f"jsnb: {key} {format_duration(value)!r} is negative; expected 0 or more", key=key
+            )
+    if timedelta(0) < md.heartbeat < timedelta(milliseconds=100):
+        raise MetadataError(
+            f"jsnb: heartbeat {format_duration(md.heartbeat)!r} is too short: nats-server "
+            "needs 100ms or more (or 0 for none)",
+            key="heartbeat",
+        )
+    for value in md.back_off:
+        if value < timedelta(0):
+            raise MetadataError(
+                f"jsnb: backOff value {format_duration(value)!r} is negative; each delay "
+                "must be 0 or more",
+                key="backOff",
+            )
+    if md.back_off and md.max_deliver > 0:
+        if md.max_deliver < len(md.back_off):
+            raise MetadataError(
+                f"jsnb: maxDeliver {md.max_deliver} is less than the number of backOff values "
+                f"({len(md.back_off)}); nats-server rejects that: raise maxDeliver or use -1",
+                key="maxDeliver",
+            )
+        if md.max_deliver == len(md.back_off):
+            warnings.warn(
+                f"jsnb: maxDeliver {md.max_deliver} equals the number of backOff values, so "
+                "the last backOff value is never used",
+                UserWarning,
+                stacklevel=3,
+            )
+    if md.flow_control and md.heartbeat <= timedelta(0):
+        raise MetadataError(
+            "jsnb: flowControl true needs a heartbeat (for example heartbeat '5s')",
+            key="heartbeat",
+        )
+
+
+def _validate_url(url: str) -> None:
+    if not url:
+        raise MetadataError(
+            "jsnb: natsURL is missing: set it to a server such as 'nats://localhost:4222', "
+            "or to 'embedded' to start a local server",
+            key="natsURL",
+        )
+    if url == EMBEDDED:
+        return
+    for part in url.split(","):
+        part = part.strip()
+        target = part if "://" in part else f"nats://{part}"
+        try:
+            parsed = urlsplit(target)
+            port = parsed.port
+        except ValueError:
+            parsed, port = None, None
+        if parsed is None or parsed.scheme not in _URL_SCHEMES or not parsed.hostname:
+            shown = _strip_userinfo(part)
+            raise MetadataError(
+                f"jsnb: natsURL {shown!r} is not a NATS URL: expected "
+                "nats://host:port (also tls://, ws://, wss://), comma-separated for several",
+                key="natsURL",
+            )
+        del port
+
+
+def _strip_userinfo(url: str) -> str:
+    """Hide credentials embedded in a URL before showing it."""
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def _validate_start(md: Metadata) -> None:
+    policy = md.deliver_policy
+    if policy is DeliverPolicy.SEQUENCE and md.start_sequence < 1:
+        raise MetadataError(
+            "jsnb: deliverPolicy 'sequence' needs startSequence 1 or more", key="startSequence"
+        )
+    if policy is DeliverPolicy.TIME and md.start_time is None:
+        raise MetadataError(
+            "jsnb: deliverPolicy 'time' needs startTime (Unix seconds)", key="startTime"
+        )
+    if md.start_sequence and policy is not DeliverPolicy.SEQUENCE:
+        raise MetadataError(
+            f"jsnb: startSequence {md.start_sequence} is set but deliverPolicy is "
+            f"{policy.value!r}; the server rejects that: use deliverPolicy 'sequence' "
+            "or drop startSequence",
+            key="startSequence",
+        )
+    if md.start_time is not None and policy is not DeliverPolicy.TIME:
+        raise MetadataError(
+            f"jsnb: startTime {md.start_time} is set but deliverPolicy is {policy.value!r}; "
+            "the server rejects that: use deliverPolicy 'time' or drop startTime",
+            key="startTime",
+        )
+
+
+def iter_groups() -> Iterator[tuple[str, list[FieldInfo]]]:
+    """The field table by group, in display order (for forms and docs)."""
+    for group in GROUPS:
+        yield group, [info for info in _FIELDS if info.group == group]
