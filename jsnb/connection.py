@@ -1,0 +1,230 @@
+"""Connecting to NATS the way the component does: one auth method, reconnect forever.
+
+>>> import asyncio, jsnb
+>>> md = jsnb.Metadata.from_properties({"natsURL": "nats://127.0.0.1:4222"})
+>>> # nc, js = asyncio.run(connect(md))   # needs a running server
+
+Upstream gives up after nats.go's 60 reconnect attempts and never recovers
+(components-contrib #4563); we reconnect forever and let subscriptions resume.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from jsnb.errors import JsnbError, MetadataError
+from jsnb.metadata import Metadata
+
+log = logging.getLogger("jsnb")
+
+# nats-py's outbound buffer (2 MiB by default) overflows on large bulk
+# publishes; a larger one lets the pipelined path run without stalls.
+PENDING_SIZE = 64 * 1024 * 1024
+RECONNECT_WAIT = 1.0
+
+
+class ConnectError(JsnbError, ConnectionError):
+    """The server could not be reached, refused our credentials, or lacks JetStream."""
+
+
+def auth_method(md: Metadata) -> str:
+    """The one auth method used, in upstream's precedence: jwt, then TLS cert, then token."""
+    if md.jwt and md.seed_key:
+        return "jwt"
+    if md.tls_client_cert and md.tls_client_key:
+        return "tls"
+    if md.token:
+        return "token"
+    return "none"
+
+
+def api_prefix(md: Metadata) -> str:
+    """The JetStream API prefix; apiPrefix wins over domain, as upstream applies it last."""
+    if md.api_prefix:
+        return md.api_prefix.rstrip(".")
+    if md.domain:
+        return f"$JS.{md.domain}.API"
+    return "$JS.API"
+
+
+def _read_file(key: str, path: str) -> None:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise MetadataError(f"jsnb: {key} {path!r} does not exist or is not a file", key=key)
+    try:
+        with p.open("rb"):
+            pass
+    except OSError as exc:
+        raise MetadataError(
+            f"jsnb: {key} {path!r} cannot be read: {exc.strerror}", key=key
+        ) from None
+
+
+def _tls_context(md: Metadata) -> ssl.SSLContext | None:
+    uses_tls = any(u.strip().startswith(("tls://", "wss://")) for u in md.nats_url.split(","))
+    client_cert = auth_method(md) == "tls"
+    if not (uses_tls or client_cert or md.tls_ca_cert):
+        return None
+    if md.tls_ca_cert:
+        _read_file("tls_ca_cert", md.tls_ca_cert)
+    ctx = ssl.create_default_context(cafile=md.tls_ca_cert or None)
+    if client_cert:
+        _read_file("tls_client_cert", md.tls_client_cert)
+        _read_file("tls_client_key", md.tls_client_key)
+        try:
+            ctx.load_cert_chain(md.tls_client_cert, md.tls_client_key)
+        except ssl.SSLError as exc:
+            raise MetadataError(
+                f"jsnb: tls_client_cert {md.tls_client_cert!r} and tls_client_key "
+                f"{md.tls_client_key!r} are not a matching PEM certificate and key: {exc.reason}",
+                key="tls_client_cert",
+            ) from None
+    return ctx
+
+
+def _jwt_callbacks(md: Metadata) -> dict[str, Any]:
+    import nkeys
+
+    try:
+        keypair = nkeys.from_seed(md.seed_key.encode())
+        is_user = keypair.public_key.startswith(b"U")
+    except Exception:
+        is_user = False
+    if not is_user:
+        raise MetadataError(
+            "jsnb: seedKey (hidden) is not a valid NKey user seed: expected the 'SU...' seed "
+            "that belongs to the user JWT",
+            key="seedKey",
+        )
+    jwt = md.jwt.encode()
+
+    def sign(nonce: str) -> bytes:
+        return base64.b64encode(keypair.sign(nonce.encode()))
+
+    return {"user_jwt_cb": lambda: jwt, "signature_cb": sign}
+
+
+def connect_options(md: Metadata, servers: list[str]) -> dict[str, Any]:
+    """Keyword arguments for ``nats.connect``, without any callbacks."""
+    options: dict[str, Any] = {
+        "servers": servers,
+        "name": md.name,
+        "allow_reconnect": True,
+        # Fail fast on the first connect; connect() switches to "forever" once up.
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": RECONNECT_WAIT,
+        "connect_timeout": 2,
+        "pending_size": PENDING_SIZE,
+    }
+    tls = _tls_context(md)
+    if tls is not None:
+        options["tls"] = tls
+        options["tls_hostname"] = None
+    method = auth_method(md)
+    if method == "jwt":
+        options.update(_jwt_callbacks(md))
+    elif method == "token":
+        options["token"] = md.token
+    return options
+
+
+async def _quiet_error(exc: Exception) -> None:
+    # Connection errors surface as ConnectError from connect(); during reconnects
+    # nats-py reports each failed try, which is noise at warning level.
+    log.debug("nats: %s", exc)
+
+
+async def connect(
+    md: Metadata,
+    *,
+    servers: list[str] | None = None,
+    disconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[Client, JetStreamContext]:
+    """Connect, check JetStream answers, and return the client and JetStream context.
+
+    Raises ``ConnectError`` naming the URL (never credentials) and the auth method.
+    """
+    urls = servers or [u.strip() for u in md.nats_url.split(",") if u.strip()]
+    shown = ", ".join(_hide_userinfo(u) for u in urls)
+    options = connect_options(md, urls)
+    errors: list[Exception] = []
+
+    async def error_cb(exc: Exception) -> None:
+        errors.append(exc)
+        await _quiet_error(exc)
+
+    async def noop() -> None:
+        return None
+
+    try:
+        nc = await nats.connect(
+            **options,
+            error_cb=error_cb,
+            disconnected_cb=disconnected_cb or noop,
+            reconnected_cb=reconnected_cb or noop,
+        )
+    except Exception as exc:
+        raise ConnectError(_explain(exc, errors, shown, auth_method(md))) from None
+    # nats-py retries a failing *first* connect forever when this is -1, so it is
+    # only set once connected; nats-py reads it afresh at every reconnect.
+    nc.options["max_reconnect_attempts"] = -1
+    js = nc.jetstream(prefix=api_prefix(md))
+    try:
+        await js.account_info()
+    except (
+        nats.errors.NoRespondersError,
+        nats.js.errors.ServiceUnavailableError,
+        nats.errors.TimeoutError,
+    ) as exc:
+        await nc.close()
+        raise ConnectError(
+            f"jsnb: connected to {shown}, but JetStream does not answer on "
+            f"{api_prefix(md)!r}: enable JetStream on the server (nats-server -js) or check "
+            f"domain/apiPrefix ({type(exc).__name__})"
+        ) from None
+    return nc, js
+
+
+def _hide_userinfo(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.rpartition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}" if scheme else "***@" + url.split("@")[1]
+    return url
+
+
+def _explain(exc: Exception, errors: list[Exception], shown: str, method: str) -> str:
+    texts = " ".join(str(e) for e in [*errors, exc]).lower()
+    if "authorization" in texts or "authentication" in texts or "user authentication" in texts:
+        how = {
+            "none": "no credentials were given",
+            "jwt": "JWT + seedKey were rejected",
+            "tls": "the TLS client certificate was rejected",
+            "token": "the token was rejected",
+        }[method]
+        return f"jsnb: {shown} refused the connection: authorization failed ({how})"
+    if "certificate" in texts or "ssl" in texts or "tls" in texts:
+        detail = next(
+            (
+                str(e)
+                for e in [*errors, exc]
+                if "certif" in str(e).lower() or "ssl" in str(e).lower()
+            ),
+            str(exc),
+        )
+        return f"jsnb: TLS with {shown} failed: {detail}"
+    return (
+        f"jsnb: cannot connect to {shown}: {exc or type(exc).__name__}; is nats-server "
+        "running there? (natsURL 'embedded' starts one for you)"
+    )

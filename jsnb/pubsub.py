@@ -1,0 +1,400 @@
+"""The async ``pubsub.jetstream`` component: init, publish, subscribe, close.
+
+>>> import jsnb
+>>> async def main():
+...     async with jsnb.JetStreamPubSub({"natsURL": "embedded"}) as ps:
+...         await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
+...         got = []
+...         sub = await ps.subscribe("orders", lambda m: got.append(m.data))
+...         await ps.publish("orders", {"id": 1})
+>>> # asyncio.run(main())
+
+Behaviour follows Dapr's Go component (see docs/behaviour.md for where and
+why we differ): CloudEvents by default, ``Nats-Msg-Id`` from the event id,
+push consumers filtered on the topic, ack only after the handler succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+
+from jsnb.cloudevents import wrap
+from jsnb.connection import api_prefix, auth_method, connect
+from jsnb.errors import ComponentClosedError, JsnbError, StreamNotFoundError
+from jsnb.messages import (
+    BulkMessageEntry,
+    BulkPublishFailure,
+    BulkPublishResponse,
+    DeliveryEvent,
+    Feature,
+    PublishResult,
+)
+from jsnb.metadata import Metadata
+from jsnb.streams import no_stream_message
+from jsnb.subscription import BulkHandler, Handler, Listener, Subscription
+
+log = logging.getLogger("jsnb")
+
+PUBLISH_TIMEOUT = 5.0  # upstream waits 5 s for each PubAck
+BULK_IN_FLIGHT = 4000  # nats-py's publish_async default cap
+_BAD_TOPIC = re.compile(r"(^\.|\.$|\.\.|[\s*>])")
+
+
+def check_topic(topic: str, *, wildcards: bool = False) -> None:
+    """Refuse topics that are not valid NATS subjects, saying what is wrong."""
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"jsnb: topic {topic!r} is empty; give a subject such as 'orders'")
+    text = topic
+    if wildcards:
+        text = re.sub(r"(^|\.)(\*|>$)(?=\.|$)", r"\1x", topic)
+    if _BAD_TOPIC.search(text):
+        allowed = "'*' and a final '>' as whole tokens" if wildcards else "no wildcards"
+        raise ValueError(
+            f"jsnb: topic {topic!r} is not a valid NATS subject: no spaces, no empty tokens "
+            f"('a..b', leading or trailing '.'), {allowed}"
+        )
+
+
+class JetStreamPubSub:
+    """Dapr's ``pubsub.jetstream`` component, async.
+
+    ``JetStreamPubSub(props)`` followed by ``await ps.init()``, or
+    ``await JetStreamPubSub().init(props)``, or ``async with JetStreamPubSub(props)``.
+    ``natsURL: embedded`` (or no natsURL at all) starts a local nats-server.
+    """
+
+    def __init__(
+        self,
+        properties: Mapping[str, Any] | Metadata | None = None,
+        *,
+        pubsub_name: str = "jetstream-pubsub",
+        source: str = "jsnb",
+        publish_timeout: float = PUBLISH_TIMEOUT,
+    ) -> None:
+        self._properties = properties
+        self.pubsub_name = pubsub_name
+        self.source = source
+        self.publish_timeout = publish_timeout
+        self.metadata: Metadata | None = None
+        self.server: Any = None
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._subs: list[Subscription] = []
+        self._listeners: list[Listener] = []
+        self._closed = False
+        self._close_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def init(self, properties: Mapping[str, Any] | Metadata | None = None) -> JetStreamPubSub:
+        """Parse the metadata, start the embedded server if asked, connect, check JetStream."""
+        if self._closed:
+            raise ComponentClosedError("jsnb: component is closed; create a new one")
+        if self._nc is not None:
+            raise JsnbError("jsnb: init() was already called on this component")
+        props = properties if properties is not None else self._properties
+        md = Metadata.from_properties(props or {}, allow_embedded=True)
+        servers = None
+        if md.embedded:
+            from jsnb.server import NatsServer
+
+            self.server = NatsServer()
+            await self.server.astart()
+            servers = [self.server.url]
+        try:
+            self._nc, self._js = await connect(
+                md, servers=servers, reconnected_cb=self._on_reconnected
+            )
+        except BaseException:
+            if self.server is not None:
+                await self.server.astop()
+                self.server = None
+            raise
+        self.metadata = md
+        return self
+
+    async def __aenter__(self) -> JetStreamPubSub:
+        if self._nc is None:
+            await self.init()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self, *, timeout: float = 30.0) -> None:
+        """Stop subscriptions, wait for running handlers, drain, disconnect. Idempotent."""
+        async with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                for sub in list(self._subs):
+                    await sub.unsubscribe(timeout=timeout)
+                if self._nc is not None and not self._nc.is_closed:
+                    try:
+                        await self._nc.drain()
+                    except (nats.errors.Error, TimeoutError) as exc:
+                        log.debug("jsnb: drain: %s", exc)
+                        await self._nc.close()
+            finally:
+                if self.server is not None:
+                    await self.server.astop()
+
+    async def _on_reconnected(self) -> None:
+        for sub in list(self._subs):
+            try:
+                await sub._recover()
+            except Exception as exc:
+                log.warning("jsnb: could not recover subscription %s: %s", sub.topic, exc)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ComponentClosedError("jsnb: component is closed")
+        if self._nc is None:
+            raise JsnbError("jsnb: call `await ps.init(...)` first")
+
+    @property
+    def nc(self) -> Client:
+        """The nats-py connection (for anything the component does not cover)."""
+        self._check_open()
+        assert self._nc is not None
+        return self._nc
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The nats-py JetStream context, with the configured domain / API prefix."""
+        self._check_open()
+        assert self._js is not None
+        return self._js
+
+    @property
+    def api_prefix(self) -> str:
+        assert self.metadata is not None
+        return api_prefix(self.metadata)
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return tuple(self._subs)
+
+    def _forget(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    # -- publish -----------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, data: Any, *, metadata: Mapping[str, str] | None = None
+    ) -> PublishResult:
+        """Publish *data* (bytes, str or JSON-able) to *topic* and wait for the stream's ack.
+
+        A CloudEvent envelope is added unless ``metadata={"rawPayload": "true"}``;
+        its id becomes ``Nats-Msg-Id``, so a retry with the same
+        ``cloudevent.id`` is stored once within the stream's duplicate window.
+        """
+        js = self.jetstream
+        check_topic(topic)
+        out = wrap(
+            data, topic=topic, pubsub_name=self.pubsub_name, source=self.source, metadata=metadata
+        )
+        headers = out.headers
+        if out.msg_id:
+            headers = {**headers, "Nats-Msg-Id": out.msg_id}
+        try:
+            ack = await js.publish(
+                topic, out.payload, timeout=self.publish_timeout, headers=headers or None
+            )
+        except nats.js.errors.NoStreamResponseError:
+            raise StreamNotFoundError(no_stream_message(topic)) from None
+        return PublishResult(ack.stream, ack.seq, bool(ack.duplicate), out.msg_id)
+
+    async def bulk_publish(
+        self,
+        topic: str,
+        entries: Sequence[BulkMessageEntry],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BulkPublishResponse:
+        """Publish many entries pipelined (many acks in flight) and report each failure."""
+        js = self.jetstream
+        check_topic(topic)
+        failures: list[BulkPublishFailure] = []
+        pending: list[tuple[str, str | None, asyncio.Future[api.PubAck]]] = []
+        for entry in entries:
+            meta = dict(metadata or {})
+            if entry.metadata:
+                meta.update(entry.metadata)
+            if entry.content_type:
+                meta["contentType"] = entry.content_type
+            try:
+                out = wrap(
+                    entry.event,
+                    topic=topic,
+                    pubsub_name=self.pubsub_name,
+                    source=self.source,
+                    metadata=meta,
+                )
+                headers = out.headers
+                if out.msg_id:
+                    headers = {**headers, "Nats-Msg-Id": out.msg_id}
+                future = await js.publish_async(
+                    topic, out.payload, headers=headers or None, wait_stall=self.publish_timeout
+                )
+            except Exception as exc:
+                failures.append(BulkPublishFailure(entry.entry_id, exc))
+                continue
+            pending.append((entry.entry_id, out.msg_id, future))
+        results: dict[str, PublishResult] = {}
+        if pending:
+            _, not_done = await asyncio.wait(
+                [f for _, _, f in pending], timeout=self.publish_timeout
+            )
+            for future in not_done:
+                future.cancel()
+            for entry_id, msg_id, future in pending:
+                if future in not_done:
+                    failures.append(
+                        BulkPublishFailure(
+                            entry_id, TimeoutError(f"no ack within {self.publish_timeout}s")
+                        )
+                    )
+                    continue
+                exc = future.exception()
+                if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                    exc = StreamNotFoundError(no_stream_message(topic))
+                if exc is not None:
+                    failures.append(BulkPublishFailure(entry_id, exc))
+                    continue
+                ack = future.result()
+                results[entry_id] = PublishResult(ack.stream, ack.seq, bool(ack.duplicate), msg_id)
+        return BulkPublishResponse(failed_entries=failures, results=results)
+
+    # -- subscribe ---------------------------------------------------------------------
+
+    async def subscribe(
+        self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None
+    ) -> Subscription:
+        """Deliver each message on *topic* to *handler* (sync or async).
+
+        Returning means success (ack); raising means failure (NAK with the
+        backOff delay for that attempt). Subscribe metadata: ``rawPayload``,
+        ``deadLetterTopic``.
+        """
+        return await self._subscribe(topic, handler, metadata, None)
+
+    async def bulk_subscribe(
+        self,
+        topic: str,
+        handler: BulkHandler,
+        *,
+        max_messages: int = 100,
+        max_await_ms: int = 1000,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Subscription:
+        """Deliver batches of up to *max_messages*, or what arrived within *max_await_ms*.
+
+        *handler(batch)* returns ``{entry_id: None | Exception}``; each entry is
+        acked or NAKed on its own. Returning ``None`` means all succeeded.
+        """
+        if max_messages < 1 or max_await_ms < 0:
+            raise ValueError(
+                f"jsnb: max_messages {max_messages} must be 1 or more and max_await_ms "
+                f"{max_await_ms} 0 or more"
+            )
+        return await self._subscribe(topic, handler, metadata, (max_messages, max_await_ms / 1000))
+
+    async def _subscribe(
+        self,
+        topic: str,
+        handler: Callable[..., Any],
+        metadata: Mapping[str, str] | None,
+        bulk: tuple[int, float] | None,
+    ) -> Subscription:
+        self._check_open()
+        check_topic(topic, wildcards=True)
+        if not callable(handler):
+            raise TypeError(f"jsnb: handler must be callable, not {type(handler).__name__}")
+        assert self.metadata is not None
+        sub = Subscription(self, topic, handler, self.metadata, metadata, bulk=bulk)
+        await sub._start()
+        self._subs.append(sub)
+        return sub
+
+    # -- observability and admin ------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[DeliveryEvent], None]) -> None:
+        """Call *listener(event)* for every delivery attempt on every subscription."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[DeliveryEvent], None]) -> None:
+        self._listeners.remove(listener)
+
+    async def ping(self) -> None:
+        """Round-trip to the server and JetStream; raises if either does not answer."""
+        await self.nc.flush(timeout=self.publish_timeout)
+        await self.jetstream.account_info()
+
+    def features(self) -> frozenset[Feature]:
+        """What this component supports, in Dapr's feature names."""
+        return frozenset(Feature)
+
+    @staticmethod
+    def component_metadata() -> tuple[Any, ...]:
+        """The metadata field table (key, kind, group, default, help) for every property."""
+        return Metadata.fields_table()
+
+    async def stream_info(self, stream: str) -> api.StreamInfo:
+        return await self.jetstream.stream_info(stream)
+
+    async def consumer_info(self, stream: str, consumer: str) -> api.ConsumerInfo:
+        return await self.jetstream.consumer_info(stream, consumer)
+
+    async def delete_consumer(self, stream: str, consumer: str) -> bool:
+        """Delete a (durable) consumer, e.g. to change settings the server cannot update."""
+        return await self.jetstream.delete_consumer(stream, consumer)
+
+    # -- display ---------------------------------------------------------------------
+
+    def _state(self) -> str:
+        if self._closed:
+            return "closed"
+        return "connected" if self._nc is not None and self._nc.is_connected else "not connected"
+
+    def __repr__(self) -> str:
+        url = (
+            self.server.url
+            if self.server is not None
+            else (self.metadata.nats_url if self.metadata else "?")
+        )
+        auth = auth_method(self.metadata) if self.metadata else "?"
+        return (
+            f"<JetStreamPubSub {self._state()} url={url!r} auth={auth} "
+            f"subscriptions={len(self._subs)}>"
+        )
+
+    def _repr_html_(self) -> str:
+        url = (
+            self.server.url + " (embedded)"
+            if self.server is not None
+            else (self.metadata.nats_url if self.metadata else "-")
+        )
+        rows = {
+            "state": self._state(),
+            "server": url,
+            "auth": auth_method(self.metadata) if self.metadata else "-",
+            "subscriptions": ", ".join(s.topic for s in self._subs) or "none",
+        }
+        body = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in rows.items()
+        )
+        return f"<table class='jsnb-pubsub'>{body}</table>"
