@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from jsnb.connection import ConnectError
+from jsnb.consumer import ConsumerConflictError
 from jsnb.errors import (
     ComponentClosedError,
     JsnbError,
@@ -16,7 +18,21 @@ from jsnb.errors import (
     ServerError,
     StreamNotFoundError,
 )
+from jsnb.messages import (
+    BulkMessageEntry,
+    BulkPublishFailure,
+    BulkPublishResponse,
+    Delivery,
+    DeliveryEvent,
+    Feature,
+    Message,
+    Outcome,
+    PublishResult,
+)
 from jsnb.metadata import AckPolicy, ConcurrencyMode, DeliverPolicy, Metadata
+from jsnb.pubsub import JetStreamPubSub
+from jsnb.streams import ensure_stream
+from jsnb.subscription import Subscription
 
 try:
     __version__ = version("jsnb")
@@ -25,13 +41,27 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "AckPolicy",
+    "BulkMessageEntry",
+    "BulkPublishFailure",
+    "BulkPublishResponse",
     "ComponentClosedError",
     "ConcurrencyMode",
+    "ConnectError",
+    "ConsumerConflictError",
     "DeliverPolicy",
+    "Delivery",
+    "DeliveryEvent",
+    "Feature",
+    "JetStreamPubSub",
     "JsnbError",
+    "Message",
     "Metadata",
     "MetadataError",
+    "Outcome",
+    "PublishResult",
     "ServerError",
     "StreamNotFoundError",
+    "Subscription",
     "__version__",
+    "ensure_stream",
 ]

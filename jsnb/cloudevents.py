@@ -1,0 +1,394 @@
+"""The Dapr-compatible CloudEvent envelope: what goes on the wire, and back.
+
+>>> out = wrap({"order": 1}, topic="orders", pubsub_name="pubsub")
+>>> out.content_type
+'application/cloudevents+json'
+>>> msg = unwrap(out.payload)
+>>> msg.data
+b'{"order":1}'
+>>> msg.cloud_event["type"], msg.cloud_event["datacontenttype"]
+('com.dapr.event.sent', 'application/json')
+
+The Dapr runtime, not the component, wraps every published body in a
+CloudEvent 1.0 JSON object and unwraps it for the subscriber. jsnb has no
+sidecar, so it does both here, field for field as Dapr does, so that a Dapr
+app on the same stream reads what jsnb publishes and the other way round.
+
+Publish metadata keys (case-insensitive) shape the envelope: ``rawPayload``
+skips it, ``contentType`` sets ``datacontenttype``, ``ttlInSeconds`` adds
+``expiration`` and ``cloudevent.<field>`` overrides a field. Every other key is
+returned in :attr:`Outgoing.headers`; upstream drops those.
+
+Data survives the trip byte for byte: bytes come back as the same bytes, text
+as its UTF-8 encoding and other values as their ``orjson.dumps`` encoding.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeAlias
+
+import orjson
+
+from jsnb.errors import MetadataError
+
+JSONValue: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
+Data: TypeAlias = bytes | bytearray | memoryview | JSONValue
+
+CLOUDEVENT_CONTENT_TYPE = "application/cloudevents+json"
+JSON_CONTENT_TYPE = "application/json"
+TEXT_CONTENT_TYPE = "text/plain"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+EVENT_TYPE = "com.dapr.event.sent"
+SPEC_VERSION = "1.0"
+
+# Dapr reads rawPayload with Go's strconv.ParseBool; we also ignore case.
+_TRUE = frozenset({"1", "t", "true"})
+_FALSE = frozenset({"0", "f", "false"})
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+# Publish metadata key (lower case) -> the envelope field it overrides.
+_OVERRIDES = {
+    f"cloudevent.{name}": name
+    for name in ("id", "source", "type", "traceid", "traceparent", "tracestate", "subject")
+}
+# First bytes a JSON object can start with; anything else is never parsed.
+_OBJECT_START = b"{ \t\r\n"
+# How a content type's data is carried in the envelope.
+_JSON, _TEXT, _BINARY = "json", "text", "binary"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message ready to publish.
+
+    Attributes:
+        payload: The bytes that go on the wire.
+        msg_id: The ``Nats-Msg-Id`` header, so JetStream drops a retried duplicate.
+        headers: Publish metadata that is not an envelope key, to send as NATS headers.
+        content_type: The content type of ``payload``.
+    """
+
+    payload: bytes
+    msg_id: str | None
+    headers: dict[str, str]
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A received message, unwrapped.
+
+    Attributes:
+        data: The application payload.
+        cloud_event: The parsed envelope, or None if the message was not one.
+        expired: The envelope's ``expiration`` has passed; Dapr drops such events.
+    """
+
+    data: bytes
+    cloud_event: dict[str, Any] | None = None
+    expired: bool = False
+
+
+@dataclass(slots=True)
+class _Options:
+    """Publish metadata, split into what shapes the envelope and the rest."""
+
+    raw: bool = False
+    content_type: str | None = None
+    ttl: int | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def wrap(
+    data: Data,
+    *,
+    topic: str,
+    pubsub_name: str,
+    source: str = "jsnb",
+    metadata: Mapping[str, str] | None = None,
+) -> Outgoing:
+    """Build the message Dapr would publish for ``data``.
+
+    Args:
+        data: Bytes, text, or a value ``orjson`` can encode.
+        topic: The topic, recorded in the envelope.
+        pubsub_name: The component name, recorded in the envelope.
+        source: The envelope's ``source``; Dapr uses the app id.
+        metadata: Publish metadata, as given to Dapr's publish API.
+
+    Raises:
+        MetadataError: A ``rawPayload``, ``ttlInSeconds`` or ``contentType``
+            value is unusable.
+    """
+    opts = _parse_metadata(metadata) if metadata else _Options()
+    if opts.raw:
+        # As upstream: an expiration needs an envelope to live in, so ttl is ignored.
+        return _wrap_raw(data, opts)
+    now = datetime.now(UTC)
+    content_type = opts.content_type
+    if content_type is not None and _base_type(content_type) == CLOUDEVENT_CONTENT_TYPE:
+        event = _callers_event(data, content_type)
+        if not event.get("id"):
+            event["id"] = opts.fields.get("id") or _new_id()
+        # The caller's fields win; overrides and defaults only fill the gaps.
+        defaults = {"source": source, "type": EVENT_TYPE, "specversion": SPEC_VERSION}
+        defaults |= opts.fields
+        defaults["time"] = _rfc3339(now)
+        for key, value in defaults.items():
+            if not event.get(key):
+                event[key] = value
+        # As upstream: the event now lives on this topic, whatever it said before.
+        event["topic"] = topic
+        event["pubsubname"] = pubsub_name
+    else:
+        content_type, data_field, value = _place(data, content_type)
+        event = {
+            "id": opts.fields.get("id") or _new_id(),
+            "source": source,
+            "type": EVENT_TYPE,
+            "specversion": SPEC_VERSION,
+            "datacontenttype": content_type,
+            "topic": topic,
+            "pubsubname": pubsub_name,
+            "time": _rfc3339(now),
+        }
+        event |= opts.fields
+        event[data_field] = value
+    if opts.ttl is not None:
+        event["expiration"] = _expiration(now, opts.ttl)
+    return Outgoing(orjson.dumps(event), _event_id(event), opts.headers, CLOUDEVENT_CONTENT_TYPE)
+
+
+def unwrap(payload: bytes, *, raw: bool = False) -> Incoming:
+    """Recover the application payload from a received message.
+
+    A message that is not a CloudEvent (not JSON, not an object, no
+    ``specversion`` or ``id``, bad ``data_base64``) is delivered as it came.
+    Never raises.
+
+    Args:
+        payload: The message body.
+        raw: The subscription reads raw payloads (``rawPayload=true``).
+    """
+    if raw or not payload or payload[0] not in _OBJECT_START:
+        return Incoming(payload)
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return Incoming(payload)
+    if type(event) is not dict or "specversion" not in event or "id" not in event:
+        return Incoming(payload)
+    data = _event_data(event)
+    if data is None:
+        return Incoming(payload)
+    return Incoming(data, event, _has_expired(event))
+
+
+def _parse_metadata(metadata: Mapping[str, str]) -> _Options:
+    opts = _Options()
+    for key, value in metadata.items():
+        folded = key.lower()
+        name = _OVERRIDES.get(folded)
+        if name is not None:
+            # As upstream: an empty override leaves the default in place.
+            if value:
+                opts.fields[name] = value
+        elif folded == "rawpayload":
+            opts.raw = _parse_raw(value)
+        elif folded == "contenttype":
+            opts.content_type = value or None
+        elif folded == "ttlinseconds":
+            opts.ttl = _parse_ttl(value)
+        else:
+            opts.headers[key] = value
+    # Dapr writes one trace context to both fields, traceparent winning over traceid.
+    trace = opts.fields.get("traceparent") or opts.fields.get("traceid")
+    if trace:
+        opts.fields["traceid"] = opts.fields["traceparent"] = trace
+    return opts
+
+
+def _parse_raw(value: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE or not text:
+        return False
+    raise MetadataError(
+        f"jsnb: rawPayload {value!r} is not valid: expected true or false (also 1/0, t/f)",
+        key="rawPayload",
+    )
+
+
+def _parse_ttl(value: str) -> int | None:
+    if not value:
+        return None
+    seconds = int(value) if _GO_INT.fullmatch(value) else 0
+    if seconds <= 0:
+        raise MetadataError(
+            f"jsnb: ttlInSeconds {value!r} is not valid: expected a whole number of seconds > 0",
+            key="ttlInSeconds",
+        )
+    return seconds
+
+
+def _expiration(now: datetime, ttl: int) -> str:
+    try:
+        return _rfc3339(now + timedelta(seconds=ttl))
+    except OverflowError:
+        raise MetadataError(
+            f"jsnb: ttlInSeconds '{ttl}' is not valid: the expiration falls after year 9999",
+            key="ttlInSeconds",
+        ) from None
+
+
+def _new_id() -> str:
+    # A uuid4 string, without building the uuid.UUID object that doubles the cost.
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def _rfc3339(moment: datetime) -> str:
+    # isoformat is the fastest formatter; swap its "+00:00" for the usual "Z".
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def _base_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
+@functools.lru_cache(maxsize=256)
+def _kind(content_type: str) -> str:
+    """Whether data of this type is JSON, text or opaque bytes (cached: few types recur)."""
+    base = _base_type(content_type)
+    if base == JSON_CONTENT_TYPE or base.endswith("+json"):
+        return _JSON
+    return _TEXT if base.startswith("text/") else _BINARY
+
+
+def _place(data: Data, content_type: str | None) -> tuple[str, str, Any]:
+    """Choose ``datacontenttype`` and put ``data`` where its bytes survive the trip."""
+    if isinstance(data, str):
+        content_type = content_type or TEXT_CONTENT_TYPE
+        kind = _kind(content_type)
+        if kind is _TEXT:
+            return content_type, "data", data
+        body = data.encode()
+    elif isinstance(data, bytes | bytearray | memoryview):
+        content_type = content_type or BINARY_CONTENT_TYPE
+        kind = _kind(content_type)
+        body = data if isinstance(data, bytes) else bytes(data)
+    else:
+        content_type = content_type or JSON_CONTENT_TYPE
+        kind = _kind(content_type)
+        if kind is _JSON:
+            return content_type, "data", data
+        body = orjson.dumps(data)
+    if kind is _JSON:
+        # Inline only what the subscriber re-encodes to the very same bytes.
+        try:
+            canonical = orjson.dumps(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            canonical = None
+        if canonical == body:
+            return content_type, "data", orjson.Fragment(body)
+    elif kind is _TEXT:
+        try:
+            return content_type, "data", body.decode()
+        except UnicodeDecodeError:
+            pass
+    return content_type, "data_base64", binascii.b2a_base64(body, newline=False).decode("ascii")
+
+
+def _callers_event(data: Data, content_type: str) -> dict[str, Any]:
+    """The caller's own CloudEvent, as a new dict we may fill in."""
+    if isinstance(data, dict):
+        return dict(data)
+    if isinstance(data, str | bytes | bytearray | memoryview):
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            event = None
+        if isinstance(event, dict):
+            return event
+        what = f"{type(data).__name__} that is not a JSON object"
+    else:
+        what = type(data).__name__
+    raise MetadataError(
+        f"jsnb: contentType {content_type!r} needs a CloudEvent as data "
+        f"(a dict, or a JSON object as str or bytes), got {what}",
+        key="contentType",
+    )
+
+
+def _wrap_raw(data: Data, opts: _Options) -> Outgoing:
+    if isinstance(data, bytes | bytearray | memoryview):
+        content_type = BINARY_CONTENT_TYPE
+        payload = data if isinstance(data, bytes) else bytes(data)
+        event = _parse_object(payload)
+    elif isinstance(data, str):
+        content_type = TEXT_CONTENT_TYPE
+        payload = data.encode()
+        event = _parse_object(payload)
+    else:
+        content_type = JSON_CONTENT_TYPE
+        payload = orjson.dumps(data)
+        event = data
+    msg_id = _event_id(event) or opts.fields.get("id")
+    return Outgoing(payload, msg_id, opts.headers, opts.content_type or content_type)
+
+
+def _parse_object(payload: bytes) -> Any:
+    """Parse ``payload`` only if it may be a JSON object, so binary is never parsed."""
+    if payload[:1] != b"{":
+        return None
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _event_id(event: Any) -> str | None:
+    if type(event) is not dict or "specversion" not in event:
+        return None
+    event_id = event.get("id")
+    return event_id if isinstance(event_id, str) and event_id else None
+
+
+def _event_data(event: dict[str, Any]) -> bytes | None:
+    """The payload an envelope carries, or None if ``data_base64`` is unreadable."""
+    encoded = event.get("data_base64")
+    if encoded is not None:
+        if not isinstance(encoded, str):
+            return None
+        try:
+            return binascii.a2b_base64(encoded, strict_mode=True)
+        except (binascii.Error, ValueError):
+            return None
+    if "data" not in event:
+        return b""
+    value = event["data"]
+    if isinstance(value, str):
+        content_type = event.get("datacontenttype")
+        if not (isinstance(content_type, str) and _kind(content_type) is _JSON):
+            return value.encode()
+    return orjson.dumps(value)
+
+
+def _has_expired(event: dict[str, Any]) -> bool:
+    expiration = event.get("expiration")
+    if not isinstance(expiration, str):
+        return False
+    try:
+        moment = datetime.fromisoformat(expiration)
+    except ValueError:
+        return False
+    # As upstream: an expiration that is not RFC3339 (no offset) never expires.
+    return moment.tzinfo is not None and moment < datetime.now(UTC)

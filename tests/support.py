@@ -1,0 +1,45 @@
+"""Small test utilities: polling with a deadline instead of sleeping and hoping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+async def eventually(
+    check: Callable[[], Any | Awaitable[Any]], *, timeout: float = 10.0, interval: float = 0.02
+) -> Any:
+    """Poll *check* until it returns something truthy; fail with its last value on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last) or isinstance(last, asyncio.Future):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+        await asyncio.sleep(interval)
+
+
+class Recorder:
+    """A handler that records messages and can be told to fail or wait."""
+
+    def __init__(self, *, fail_times: int = 0) -> None:
+        self.messages: list[Any] = []
+        self.attempts: dict[int, list[float]] = {}
+        self.fail_times = fail_times
+
+    async def __call__(self, msg: Any) -> None:
+        seq = msg.delivery.stream_seq
+        self.attempts.setdefault(seq, []).append(time.monotonic())
+        if len(self.attempts[seq]) <= self.fail_times:
+            raise RuntimeError(f"planned failure {len(self.attempts[seq])} of seq {seq}")
+        self.messages.append(msg)
+
+    @property
+    def data(self) -> list[bytes]:
+        return [m.data for m in self.messages]

@@ -1,0 +1,513 @@
+"""The component against a real nats-server: publish, subscribe, ack, redelivery, close."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import nats
+import pytest
+
+import jsnb
+from jsnb import (
+    BulkMessageEntry,
+    ComponentClosedError,
+    JetStreamPubSub,
+    Message,
+    Outcome,
+    StreamNotFoundError,
+    ensure_stream,
+)
+from jsnb.consumer import ConsumerConflictError
+from tests.support import Recorder, eventually
+
+
+@pytest.fixture
+async def ps(nats_server: Any) -> Any:
+    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
+        await ensure_stream(component, "ORDERS", ["orders", "orders.>", "dlq"])
+        yield component
+
+
+async def make(nats_server: Any, **props: Any) -> JetStreamPubSub:
+    return await JetStreamPubSub().init({"natsURL": nats_server.url, **props})
+
+
+# -- round trips --------------------------------------------------------------------
+
+PAYLOADS = [
+    pytest.param(b"\x00\xffbinary\x80", b"\x00\xffbinary\x80", id="binary"),
+    pytest.param("h\u00e9llo", "h\u00e9llo".encode(), id="text"),
+    pytest.param({"id": 7, "items": ["a", "\u00fc"]}, b'{"id":7,"items":["a","\xc3\xbc"]}',
+                 id="json-object"),
+    pytest.param([1, 2.5, None], b"[1,2.5,null]", id="json-list"),
+    pytest.param(b'{"spaced": 1}', b'{"spaced": 1}', id="json-looking-bytes"),
+]
+
+
+@pytest.mark.parametrize(("payload", "expected"), PAYLOADS)
+@pytest.mark.parametrize("raw", [False, True], ids=["cloudevents", "raw"])
+async def test_round_trip(ps: JetStreamPubSub, payload: Any, expected: bytes, raw: bool) -> None:
+    meta = {"rawPayload": "true"} if raw else None
+    got: list[Message] = []
+    await ps.subscribe("orders", got.append, metadata=meta)
+    result = await ps.publish("orders", payload, metadata=meta)
+    assert result.stream == "ORDERS" and result.seq == 1 and not result.duplicate
+    await eventually(lambda: got)
+    assert got[0].data == expected
+    assert got[0].metadata["Topic"] == "orders"
+    if raw:
+        assert got[0].cloud_event is None
+    else:
+        ce = got[0].cloud_event
+        assert ce is not None
+        assert ce["type"] == "com.dapr.event.sent" and ce["specversion"] == "1.0"
+        assert ce["topic"] == "orders" and ce["id"] == result.msg_id
+
+
+async def test_non_cloudevent_payload_delivered_as_is(ps: JetStreamPubSub) -> None:
+    got: list[Message] = []
+    await ps.subscribe("orders", got.append)
+    await ps.nc.publish("orders", b'{"not": "a cloud event"}')
+    await ps.nc.publish("orders", b"\xff\xfe not json")
+    await eventually(lambda: len(got) == 2)
+    assert [m.data for m in got] == [b'{"not": "a cloud event"}', b"\xff\xfe not json"]
+    assert all(m.cloud_event is None for m in got)
+
+
+async def test_wildcard_topic_reports_actual_subject(ps: JetStreamPubSub) -> None:
+    got: list[Message] = []
+    await ps.subscribe("orders.*", got.append)
+    await ps.publish("orders.eu", "x")
+    await eventually(lambda: got)
+    assert got[0].topic == "orders.*"
+    assert got[0].metadata["Topic"] == "orders.eu"
+
+
+async def test_publish_metadata_becomes_headers(ps: JetStreamPubSub) -> None:
+    got: list[Message] = []
+    await ps.subscribe("orders", got.append)
+    await ps.publish("orders", "x", metadata={"tenant": "acme", "cloudevent.source": "shop"})
+    await eventually(lambda: got)
+    assert got[0].metadata["tenant"] == "acme"
+    assert got[0].cloud_event is not None and got[0].cloud_event["source"] == "shop"
+
+
+async def test_republished_cloudevent_id_is_deduplicated(ps: JetStreamPubSub) -> None:
+    first = await ps.publish("orders", {"n": 1}, metadata={"cloudevent.id": "order-1"})
+    again = await ps.publish("orders", {"n": 1}, metadata={"cloudevent.id": "order-1"})
+    assert not first.duplicate and again.duplicate and again.seq == first.seq
+    info = await ps.stream_info("ORDERS")
+    assert info.state.messages == 1
+
+
+async def test_publish_without_stream_says_how_to_fix(ps: JetStreamPubSub) -> None:
+    with pytest.raises(StreamNotFoundError, match=r"ensure_stream\(ps, 'MYSTREAM', \['nowhere'\]\)"):
+        await ps.publish("nowhere", "x")
+
+
+async def test_subscribe_without_stream_says_how_to_fix(ps: JetStreamPubSub) -> None:
+    with pytest.raises(StreamNotFoundError, match="no JetStream stream captures subject"):
+        await ps.subscribe("nowhere", print)
+
+
+@pytest.mark.parametrize("topic", ["", "a b", "orders.*", "a..b", ".a"])
+async def test_bad_publish_topics(ps: JetStreamPubSub, topic: str) -> None:
+    with pytest.raises(ValueError, match="topic"):
+        await ps.publish(topic, "x")
+
+
+# -- deliver policies and durables -----------------------------------------------------
+
+
+async def _publish_n(ps: JetStreamPubSub, n: int, topic: str = "orders") -> list[int]:
+    return [(await ps.publish(topic, f"m{i}")).seq for i in range(1, n + 1)]
+
+
+@pytest.mark.parametrize(
+    ("props", "expected"),
+    [
+        pytest.param({}, [b"m1", b"m2", b"m3", b"m4"], id="all-default"),
+        pytest.param({"deliverPolicy": "last"}, [b"m3", b"m4"], id="last"),
+        pytest.param({"deliverPolicy": "new"}, [b"m4"], id="new"),
+        pytest.param({"deliverPolicy": "sequence", "startSequence": 2}, [b"m2", b"m3", b"m4"],
+                     id="sequence"),
+    ],
+)
+async def test_deliver_policies(
+    ps: JetStreamPubSub, nats_server: Any, props: dict[str, Any], expected: list[bytes]
+) -> None:
+    await _publish_n(ps, 3)
+    other = await make(nats_server, **props)
+    try:
+        got = Recorder()
+        await other.subscribe("orders", got)
+        await ps.publish("orders", "m4")
+        await eventually(lambda: len(got.data) >= len(expected))
+        assert got.data == expected
+    finally:
+        await other.close()
+
+
+async def test_deliver_policy_time(ps: JetStreamPubSub, nats_server: Any) -> None:
+    await _publish_n(ps, 2)
+    # Stream timestamps have nanosecond precision; startTime is whole seconds.
+    start = int(time.time()) + 1
+    await eventually(lambda: time.time() >= start, timeout=3)
+    await ps.publish("orders", "late")
+    other = await make(nats_server, startTime=start)
+    try:
+        got = Recorder()
+        await other.subscribe("orders", got)
+        await eventually(lambda: got.data)
+        assert got.data == [b"late"]
+    finally:
+        await other.close()
+
+
+async def test_durable_survives_close_and_resumes(nats_server: Any) -> None:
+    a = await make(nats_server, durableName="billing")
+    await ensure_stream(a, "ORDERS", ["orders"])
+    got = Recorder()
+    await a.subscribe("orders", got)
+    await _publish_n(a, 3)
+    await eventually(lambda: len(got.data) == 3)
+    await a.close()
+    b = await make(nats_server, durableName="billing")
+    try:
+        info = await b.consumer_info("ORDERS", "billing")
+        assert info.ack_floor.stream_seq == 3
+        await b.publish("orders", "m4")
+        await b.publish("orders", "m5")
+        got2 = Recorder()
+        await b.subscribe("orders", got2)
+        await eventually(lambda: len(got2.data) == 2)
+        assert got2.data == [b"m4", b"m5"]
+    finally:
+        await b.close()
+
+
+async def test_ephemeral_consumer_removed_on_close(nats_server: Any) -> None:
+    a = await make(nats_server)
+    await ensure_stream(a, "ORDERS", ["orders"])
+    sub = await a.subscribe("orders", print)
+    name = sub.consumer
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        assert [c.name for c in await js.consumers_info("ORDERS")] == [name]
+        await a.close()
+        assert await js.consumers_info("ORDERS") == []
+    finally:
+        await nc.close()
+
+
+async def test_live_durable_is_retuned(ps: JetStreamPubSub, nats_server: Any) -> None:
+    a = await make(nats_server, durableName="tune", ackWait="30s", maxAckPending=10)
+    await a.subscribe("orders", print)
+    await a.close()
+    b = await make(nats_server, durableName="tune", ackWait="2s", maxAckPending=3)
+    try:
+        sub = await b.subscribe("orders", print)
+        info = await sub.consumer_info()
+        assert info.config.ack_wait == pytest.approx(2.0)
+        assert info.config.max_ack_pending == 3
+    finally:
+        await b.close()
+
+
+async def test_durable_fixed_setting_conflict_lists_fields(
+    ps: JetStreamPubSub, nats_server: Any
+) -> None:
+    a = await make(nats_server, durableName="fixed")
+    await a.subscribe("orders", print)
+    await a.close()
+    b = await make(nats_server, durableName="fixed", deliverPolicy="new", ackPolicy="all")
+    try:
+        with pytest.raises(ConsumerConflictError, match="deliverPolicy.*ackPolicy|ackPolicy"):
+            await b.subscribe("orders", print)
+    finally:
+        await b.close()
+
+
+async def test_one_durable_for_two_topics_is_a_clear_error(
+    ps: JetStreamPubSub, nats_server: Any
+) -> None:
+    a = await make(nats_server, durableName="shared")
+    try:
+        await a.subscribe("orders.a", print)
+        with pytest.raises(ConsumerConflictError, match="serves topic 'orders.a'"):
+            await a.subscribe("orders.b", print)
+    finally:
+        await a.close()
+
+
+# -- queue groups and concurrency -------------------------------------------------------
+
+
+async def test_queue_group_splits_work_without_duplicates(
+    ps: JetStreamPubSub, nats_server: Any
+) -> None:
+    props = {"durableName": "workers", "queueGroupName": "workers"}
+    a, b = await make(nats_server, **props), await make(nats_server, **props)
+    try:
+        got_a, got_b = Recorder(), Recorder()
+        await a.subscribe("orders", got_a)
+        await b.subscribe("orders", got_b)
+        await _publish_n(ps, 200)
+        await eventually(lambda: len(got_a.data) + len(got_b.data) >= 200)
+        seen = Counter(got_a.data + got_b.data)
+        assert len(seen) == 200 and max(seen.values()) == 1
+        assert got_a.data and got_b.data, "both members should get work"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_single_mode_keeps_order(ps: JetStreamPubSub) -> None:
+    got = Recorder()
+    await ps.subscribe("orders", got)
+    await _publish_n(ps, 50)
+    await eventually(lambda: len(got.data) == 50)
+    assert got.data == [f"m{i}".encode() for i in range(1, 51)]
+
+
+async def test_parallel_mode_runs_handlers_concurrently(nats_server: Any) -> None:
+    ps = await make(nats_server, concurrencyMode="parallel", maxAckPending=8)
+    try:
+        await ensure_stream(ps, "ORDERS", ["orders"])
+        running = 0
+        peak = 0
+        done: list[bytes] = []
+        release = asyncio.Event()
+
+        async def handler(msg: Message) -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await release.wait()
+            running -= 1
+            done.append(msg.data)
+
+        await ps.subscribe("orders", handler)
+        await _publish_n(ps, 20)
+        await eventually(lambda: peak >= 8)
+        info = await ps.subscriptions[0].consumer_info()
+        assert info.num_ack_pending == 8, "nothing is acked before its handler finished"
+        assert peak == 8, "maxAckPending bounds the concurrency"
+        release.set()
+        await eventually(lambda: len(done) == 20)
+        await eventually(lambda: _acked_all(ps, 20))
+    finally:
+        await ps.close()
+
+
+async def _acked_all(ps: JetStreamPubSub, n: int) -> bool:
+    info = await ps.subscriptions[0].consumer_info()
+    return info.ack_floor.stream_seq == n and info.num_ack_pending == 0
+
+
+async def test_parallel_mode_naks_failures(nats_server: Any) -> None:
+    ps = await make(nats_server, concurrencyMode="parallel", backOff="50ms", maxDeliver=5)
+    try:
+        await ensure_stream(ps, "ORDERS", ["orders"])
+        got = Recorder(fail_times=2)
+        await ps.subscribe("orders", got)
+        await _publish_n(ps, 10)
+        await eventually(lambda: len(got.data) == 10)
+        assert all(len(a) == 3 for a in got.attempts.values())
+    finally:
+        await ps.close()
+
+
+async def test_ack_all_never_acks_past_an_unfinished_message(nats_server: Any) -> None:
+    ps = await make(nats_server, concurrencyMode="parallel", ackPolicy="all", ackWait="30s")
+    try:
+        await ensure_stream(ps, "ORDERS", ["orders"])
+        gate = asyncio.Event()
+        handled: list[int] = []
+
+        async def handler(msg: Message) -> None:
+            if msg.delivery.stream_seq == 2:
+                await gate.wait()
+            handled.append(msg.delivery.stream_seq)
+
+        sub = await ps.subscribe("orders", handler)
+        await _publish_n(ps, 5)
+        await eventually(lambda: len(handled) == 4)
+        info = await sub.consumer_info()
+        assert info.ack_floor.stream_seq == 1, "seq 2 is still running, so no ack covers it"
+        gate.set()
+        await eventually(lambda: _acked_all(ps, 5))
+    finally:
+        await ps.close()
+
+
+# -- failure, redelivery, dead letters -------------------------------------------------
+
+
+async def test_redelivery_follows_backoff(nats_server: Any) -> None:
+    ps = await make(nats_server, backOff="200ms, 600ms", maxDeliver=4)
+    try:
+        await ensure_stream(ps, "ORDERS", ["orders"])
+        events: list[jsnb.DeliveryEvent] = []
+        ps.add_listener(events.append)
+        got = Recorder(fail_times=3)
+        await ps.subscribe("orders", got)
+        await ps.publish("orders", "x")
+        await eventually(lambda: got.data)
+        times = got.attempts[1]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        # NAK delays come from backOff per attempt, the last value repeating.
+        for gap, want in zip(gaps, [0.2, 0.6, 0.6], strict=True):
+            assert want * 0.8 <= gap <= want + 1.0, gaps
+        outcomes = [e.outcome for e in events]
+        assert outcomes == [Outcome.NAK, Outcome.NAK, Outcome.NAK, Outcome.ACK]
+        assert [e.delay for e in events[:3]] == [0.2, 0.6, 0.6]
+        assert [e.num_delivered for e in events] == [1, 2, 3, 4]
+    finally:
+        await ps.close()
+
+
+async def test_ack_wait_expiry_redelivers_a_hung_handler(nats_server: Any) -> None:
+    ps = await make(nats_server, ackWait="1s", concurrencyMode="parallel")
+    try:
+        await ensure_stream(ps, "ORDERS", ["orders"])
+        starts: list[float] = []
+        release = asyncio.Event()
+
+        async def handler(msg: Message) -> None:
+            starts.append(time.monotonic())
+            if len(starts) == 1:
+                await release.wait()  # hangs past ackWait
+
+        await ps.subscribe("orders", handler)
+        await ps.publish("orders", "x")
+        await eventually(lambda: len(starts) == 2, timeout=10)
+        assert 0.8 <= starts[1] - starts[0] <= 5.0
+        release.set()
+    finally:
+        await ps.close()
+
+
+async def test_max_deliver_then_dead_letter(ps: JetStreamPubSub, nats_server: Any) -> None:
+    failing = await make(nats_server, maxDeliver=3, backOff="50ms")
+    try:
+        events: list[jsnb.DeliveryEvent] = []
+        failing.add_listener(events.append)
+
+        def always_fails(msg: Message) -> None:
+            raise ValueError("boom")
+
+        await failing.subscribe("orders", always_fails, metadata={"deadLetterTopic": "dlq"})
+        dead: list[Message] = []
+        await ps.subscribe("dlq", dead.append, metadata={"rawPayload": "true"})
+        sent = await ps.publish("orders", {"order": 9})
+        await eventually(lambda: dead)
+        copy = dead[0]
+        assert copy.metadata["Jsnb-Original-Subject"] == "orders"
+        assert copy.metadata["Jsnb-Original-Sequence"] == str(sent.seq)
+        assert copy.metadata["Jsnb-Delivery-Count"] == "3"
+        assert "ValueError: boom" in copy.metadata["Jsnb-Last-Error"]
+        assert jsnb.cloudevents.unwrap(copy.data).data == b'{"order":9}'
+        await eventually(lambda: len(events) == 3)
+        assert [e.outcome for e in events] == [Outcome.NAK, Outcome.NAK, Outcome.DEAD_LETTER]
+    finally:
+        await failing.close()
+
+
+# -- bulk ----------------------------------------------------------------------------------
+
+
+async def test_bulk_publish_reports_each_failure(ps: JetStreamPubSub) -> None:
+    entries = [BulkMessageEntry(str(i), {"n": i}) for i in range(500)]
+    entries.append(BulkMessageEntry("bad", "x", metadata={"rawPayload": "perhaps"}))
+    resp = await ps.bulk_publish("orders", entries)
+    assert [f.entry_id for f in resp.failed_entries] == ["bad"]
+    assert "rawPayload" in str(resp.failed_entries[0].error)
+    assert len(resp.results) == 500
+    info = await ps.stream_info("ORDERS")
+    assert info.state.messages == 500
+
+
+async def test_bulk_publish_without_stream(ps: JetStreamPubSub) -> None:
+    resp = await ps.bulk_publish("nowhere", [BulkMessageEntry("a", "x")])
+    assert isinstance(resp.failed_entries[0].error, StreamNotFoundError)
+
+
+async def test_bulk_subscribe_batches_and_settles_each_entry(ps: JetStreamPubSub) -> None:
+    batches: list[int] = []
+    seen: Counter[bytes] = Counter()
+
+    def handler(batch: list[Message]) -> dict[str, Exception | None]:
+        batches.append(len(batch))
+        out: dict[str, Exception | None] = {}
+        for m in batch:
+            seen[m.data] += 1
+            # odd payloads fail on their first delivery only
+            first = m.delivery.num_delivered == 1
+            out[m.entry_id] = ValueError("odd") if first and int(m.data[1:]) % 2 else None
+        return out
+
+    await ps.bulk_subscribe("orders", handler, max_messages=10, max_await_ms=200)
+    await ps.bulk_publish("orders", [BulkMessageEntry(str(i), f"m{i}") for i in range(1, 41)])
+    await eventually(lambda: len(seen) == 40 and sum(seen.values()) == 60)
+    assert max(batches) == 10 and len(batches) < 40
+    await eventually(lambda: _acked_all(ps, 40))
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+async def test_use_after_close_raises(nats_server: Any) -> None:
+    ps = await make(nats_server)
+    await ps.close()
+    await ps.close()  # idempotent
+    with pytest.raises(ComponentClosedError):
+        await ps.publish("orders", "x")
+    with pytest.raises(ComponentClosedError):
+        await ps.subscribe("orders", print)
+
+
+async def test_close_waits_for_running_handler(ps: JetStreamPubSub, nats_server: Any) -> None:
+    other = await make(nats_server, durableName="slow")
+    finished: list[bytes] = []
+
+    async def slow(msg: Message) -> None:
+        await asyncio.sleep(0.5)
+        finished.append(msg.data)
+
+    sub = await other.subscribe("orders", slow)
+    await ps.publish("orders", "x")
+    await eventually(lambda: sub.delivered == 1)
+    await other.close()
+    assert finished == [b"x"]
+    info = await ps.consumer_info("ORDERS", "slow")
+    assert info.ack_floor.stream_seq == 1
+
+
+async def test_features_ping_and_metadata(ps: JetStreamPubSub) -> None:
+    await ps.ping()
+    assert jsnb.Feature.BULK_PUBLISH in ps.features()
+    keys = {f.key for f in ps.component_metadata()}
+    assert {"natsURL", "backOff", "deliverPolicy"} <= keys
+    assert "connected" in repr(ps) and "<table" in ps._repr_html_()
+
+
+async def test_embedded_server_when_no_url() -> None:
+    async with JetStreamPubSub({}) as ps:
+        assert ps.server is not None and ps.server.running
+        await ensure_stream(ps, "E", ["e"])
+        got = Recorder()
+        await ps.subscribe("e", got)
+        await ps.publish("e", "hi")
+        await eventually(lambda: got.data == [b"hi"])
+        server = ps.server
+    assert not server.running
+
+
+async def test_unreachable_server_is_a_clear_error(unused_tcp_port: int) -> None:
+    with pytest.raises(jsnb.ConnectError, match=f"cannot connect to nats://127.0.0.1:{unused_tcp_port}"):
+        await JetStreamPubSub().init({"natsURL": f"nats://127.0.0.1:{unused_tcp_port}"})
