@@ -569,9 +569,16 @@ class Subscription:
                 await self._psub.unsubscribe()
             except nats.errors.Error as exc:
                 log.debug("jsnb: unsubscribe %s: %s", self.topic, exc)
-        if not self._durable and self.consumer and not self._owner.nc.is_closed:
+        nc, js = self._owner._nc, self._owner._js
+        if (
+            not self._durable
+            and self.consumer
+            and nc is not None
+            and js is not None
+            and not nc.is_closed
+        ):
             try:
-                await self._owner.jetstream.delete_consumer(self.stream, self.consumer)
+                await js.delete_consumer(self.stream, self.consumer)
             except (nats.js.errors.NotFoundError, nats.errors.Error) as exc:
                 log.debug("jsnb: deleting consumer %s: %s", self.consumer, exc)
 

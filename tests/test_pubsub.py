@@ -40,8 +40,9 @@ async def make(nats_server: Any, **props: Any) -> JetStreamPubSub:
 PAYLOADS = [
     pytest.param(b"\x00\xffbinary\x80", b"\x00\xffbinary\x80", id="binary"),
     pytest.param("h\u00e9llo", "h\u00e9llo".encode(), id="text"),
-    pytest.param({"id": 7, "items": ["a", "\u00fc"]}, b'{"id":7,"items":["a","\xc3\xbc"]}',
-                 id="json-object"),
+    pytest.param(
+        {"id": 7, "items": ["a", "\u00fc"]}, b'{"id":7,"items":["a","\xc3\xbc"]}', id="json-object"
+    ),
     pytest.param([1, 2.5, None], b"[1,2.5,null]", id="json-list"),
     pytest.param(b'{"spaced": 1}', b'{"spaced": 1}', id="json-looking-bytes"),
 ]
@@ -104,7 +105,9 @@ async def test_republished_cloudevent_id_is_deduplicated(ps: JetStreamPubSub) ->
 
 
 async def test_publish_without_stream_says_how_to_fix(ps: JetStreamPubSub) -> None:
-    with pytest.raises(StreamNotFoundError, match=r"ensure_stream\(ps, 'MYSTREAM', \['nowhere'\]\)"):
+    with pytest.raises(
+        StreamNotFoundError, match=r"ensure_stream\(ps, 'MYSTREAM', \['nowhere'\]\)"
+    ):
         await ps.publish("nowhere", "x")
 
 
@@ -132,8 +135,9 @@ async def _publish_n(ps: JetStreamPubSub, n: int, topic: str = "orders") -> list
         pytest.param({}, [b"m1", b"m2", b"m3", b"m4"], id="all-default"),
         pytest.param({"deliverPolicy": "last"}, [b"m3", b"m4"], id="last"),
         pytest.param({"deliverPolicy": "new"}, [b"m4"], id="new"),
-        pytest.param({"deliverPolicy": "sequence", "startSequence": 2}, [b"m2", b"m3", b"m4"],
-                     id="sequence"),
+        pytest.param(
+            {"deliverPolicy": "sequence", "startSequence": 2}, [b"m2", b"m3", b"m4"], id="sequence"
+        ),
     ],
 )
 async def test_deliver_policies(
@@ -509,5 +513,7 @@ async def test_embedded_server_when_no_url() -> None:
 
 
 async def test_unreachable_server_is_a_clear_error(unused_tcp_port: int) -> None:
-    with pytest.raises(jsnb.ConnectError, match=f"cannot connect to nats://127.0.0.1:{unused_tcp_port}"):
+    with pytest.raises(
+        jsnb.ConnectError, match=f"cannot connect to nats://127.0.0.1:{unused_tcp_port}"
+    ):
         await JetStreamPubSub().init({"natsURL": f"nats://127.0.0.1:{unused_tcp_port}"})
