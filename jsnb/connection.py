@@ -10,6 +10,7 @@ Upstream gives up after nats.go's 60 reconnect attempts and never recovers
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import ssl
@@ -17,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -32,6 +32,7 @@ log = logging.getLogger("jsnb")
 # publishes; a larger one lets the pipelined path run without stalls.
 PENDING_SIZE = 64 * 1024 * 1024
 RECONNECT_WAIT = 1.0
+CONNECT_DEADLINE = 10.0
 
 
 class ConnectError(JsnbError, ConnectionError):
@@ -161,21 +162,39 @@ async def connect(
     options = connect_options(md, urls)
     errors: list[Exception] = []
 
+    hopeless = asyncio.Event()
+
     async def error_cb(exc: Exception) -> None:
         errors.append(exc)
+        if isinstance(exc, ssl.SSLError):
+            hopeless.set()  # a certificate problem does not fix itself on retry
         await _quiet_error(exc)
 
     async def noop() -> None:
         return None
 
+    nc = Client()
     try:
-        nc = await nats.connect(
-            **options,
-            error_cb=error_cb,
-            disconnected_cb=disconnected_cb or noop,
-            reconnected_cb=reconnected_cb or noop,
+        # nats-py can hang on a retried TLS handshake, so the first connect has a deadline.
+        attempt = asyncio.ensure_future(
+            nc.connect(
+                **options,
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb or noop,
+                reconnected_cb=reconnected_cb or noop,
+            )
         )
+        give_up = asyncio.ensure_future(hopeless.wait())
+        await asyncio.wait(
+            {attempt, give_up}, timeout=CONNECT_DEADLINE, return_when=asyncio.FIRST_COMPLETED
+        )
+        give_up.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            raise errors[-1] if errors else TimeoutError("no answer")
+        attempt.result()
     except Exception as exc:
+        await _discard(nc)
         raise ConnectError(_explain(exc, errors, shown, auth_method(md))) from None
     # nats-py retries a failing *first* connect forever when this is -1, so it is
     # only set once connected; nats-py reads it afresh at every reconnect.
@@ -195,6 +214,14 @@ async def connect(
             f"domain/apiPrefix ({type(exc).__name__})"
         ) from None
     return nc, js
+
+
+async def _discard(nc: Client) -> None:
+    """Release whatever a failed connect left open."""
+    try:
+        await nc.close()
+    except Exception as exc:
+        log.debug("jsnb: closing a failed connection: %s", exc)
 
 
 def _hide_userinfo(url: str) -> str:

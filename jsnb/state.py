@@ -1,0 +1,105 @@
+"""Stream and consumer info as flat records and DataFrames.
+
+>>> # info = await sub.consumer_info()
+>>> # consumer_record(info)["num_ack_pending"]
+
+The server's nested info objects become one flat dict each, in the words the
+component's metadata uses (ackWait, backOff, ...), so a table of them reads
+like the configuration that produced them. pandas is imported only here, and
+only when a DataFrame is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from nats.js import api
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_DELIVER_WORDS = {
+    "all": "all",
+    "last": "last",
+    "new": "new",
+    "by_start_sequence": "sequence",
+    "by_start_time": "time",
+    "last_per_subject": "last_per_subject",
+}
+
+
+def _value(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+def consumer_record(info: api.ConsumerInfo) -> dict[str, Any]:
+    """The delivery counters and the effective config of one consumer."""
+    cfg = info.config
+    delivered = info.delivered
+    floor = info.ack_floor
+    return {
+        "stream": info.stream_name,
+        "consumer": info.name,
+        "durable": bool(cfg.durable_name),
+        "filter_subject": cfg.filter_subject or ", ".join(cfg.filter_subjects or []),
+        "delivered_stream_seq": delivered.stream_seq if delivered else 0,
+        "delivered_consumer_seq": delivered.consumer_seq if delivered else 0,
+        "ack_floor_stream_seq": floor.stream_seq if floor else 0,
+        "ack_floor_consumer_seq": floor.consumer_seq if floor else 0,
+        "num_pending": info.num_pending or 0,
+        "num_ack_pending": info.num_ack_pending or 0,
+        "num_redelivered": info.num_redelivered or 0,
+        "num_waiting": info.num_waiting or 0,
+        "push_bound": bool(info.push_bound),
+        "deliverPolicy": _DELIVER_WORDS.get(_value(cfg.deliver_policy), _value(cfg.deliver_policy)),
+        "ackPolicy": _value(cfg.ack_policy),
+        "ackWait_s": cfg.ack_wait,
+        "backOff_s": tuple(cfg.backoff or ()),
+        "maxDeliver": cfg.max_deliver,
+        "maxAckPending": cfg.max_ack_pending,
+        "queueGroupName": cfg.deliver_group or "",
+        "heartbeat_s": cfg.idle_heartbeat or 0.0,
+        "flowControl": bool(cfg.flow_control),
+        "rateLimit": cfg.rate_limit_bps or 0,
+        "replicas": cfg.num_replicas or 0,
+    }
+
+
+def stream_record(info: api.StreamInfo) -> dict[str, Any]:
+    """Size, sequence range and consumer count of one stream."""
+    cfg, st = info.config, info.state
+    return {
+        "stream": cfg.name,
+        "subjects": ", ".join(cfg.subjects or []),
+        "messages": st.messages,
+        "bytes": st.bytes,
+        "first_seq": st.first_seq,
+        "last_seq": st.last_seq,
+        "consumers": st.consumer_count,
+        "storage": _value(cfg.storage),
+        "replicas": cfg.num_replicas,
+        "duplicate_window_s": cfg.duplicate_window,
+    }
+
+
+def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """A DataFrame of records (pandas imported on first use)."""
+    import pandas as pd
+
+    return pd.DataFrame(list(records))
+
+
+def format_records(records: list[dict[str, Any]]) -> str:
+    """A plain-text table, for terminals where no DataFrame renders (one record: vertical)."""
+    if not records:
+        return "(none)"
+    if len(records) == 1:
+        width = max(len(k) for k in records[0])
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in records[0].items())
+    keys = list(records[0])
+    cells = [[str(r.get(k, "")) for k in keys] for r in records]
+    widths = [max(len(k), *(len(row[i]) for row in cells)) for i, k in enumerate(keys)]
+    lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
