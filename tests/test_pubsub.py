@@ -557,3 +557,49 @@ async def test_subscription_resumes_after_server_restart(nats_server: Any, durab
         assert info.state.messages == 40, "retries reused their ids: nothing stored twice"
     finally:
         await ps.close()
+
+
+async def test_second_plain_subscriber_on_active_durable_is_refused(
+    ps: JetStreamPubSub, nats_server: Any
+) -> None:
+    a, b = await make(nats_server, durableName="solo"), await make(nats_server, durableName="solo")
+    try:
+        await a.subscribe("orders", print)
+        with pytest.raises(ConsumerConflictError, match="set the same queueGroupName"):
+            await b.subscribe("orders", print)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_expired_events_are_acked_not_handled(ps: JetStreamPubSub) -> None:
+    events: list[jsnb.DeliveryEvent] = []
+    ps.add_listener(events.append)
+    got = Recorder()
+    await ps.subscribe("orders", got)
+    meta = {"ttlInSeconds": "1"}
+    expired = jsnb.cloudevents.wrap("old", topic="orders", pubsub_name="p", metadata=meta)
+    # an event whose expiration already passed: rewrite its expiration into the past
+    body = jsnb.cloudevents.unwrap(expired.payload).cloud_event
+    assert body is not None
+    body["expiration"] = "2000-01-01T00:00:00Z"
+    await ps.publish("orders", body, metadata={"contentType": "application/cloudevents+json"})
+    await ps.publish("orders", "fresh", metadata=meta)
+    await eventually(lambda: len(events) == 2)
+    assert [e.outcome for e in events] == [Outcome.EXPIRED, Outcome.ACK]
+    assert got.data == [b"fresh"]
+
+
+async def test_server_without_jetstream_is_reported_at_init(tmp_path: Any) -> None:
+    from jsnb.server import NatsServer
+
+    with NatsServer(store_dir=tmp_path / "s", extra_config="jetstream: disabled") as server:
+        with pytest.raises(jsnb.ConnectError, match="JetStream does not answer"):
+            await JetStreamPubSub().init({"natsURL": server.url})
+
+
+async def test_close_before_init_is_safe() -> None:
+    ps = JetStreamPubSub()
+    await ps.close()
+    with pytest.raises(ComponentClosedError):
+        await ps.init({"natsURL": "nats://127.0.0.1:1"})
