@@ -593,9 +593,9 @@ async def test_expired_events_are_acked_not_handled(ps: JetStreamPubSub) -> None
 async def test_server_without_jetstream_is_reported_at_init(tmp_path: Any) -> None:
     from jsnb.server import NatsServer
 
-    with NatsServer(store_dir=tmp_path / "s", extra_config="jetstream: disabled") as server:
-        with pytest.raises(jsnb.ConnectError, match="JetStream does not answer"):
-            await JetStreamPubSub().init({"natsURL": server.url})
+    server = NatsServer(store_dir=tmp_path / "s", extra_config="jetstream: disabled")
+    with server, pytest.raises(jsnb.ConnectError, match="JetStream does not answer"):
+        await JetStreamPubSub().init({"natsURL": server.url})
 
 
 async def test_close_before_init_is_safe() -> None:
