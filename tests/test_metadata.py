@@ -14,7 +14,7 @@ from jsnb.durations import format_duration, parse_duration
 from jsnb.metadata import DEFAULT_NAME, MASK, iter_groups
 
 URL = "nats://127.0.0.1:4222"
-SEED_DOC = Path(__file__).resolve().parents[2] / "shared" / "reference" / "setup-jetstream.md"
+SEED_YAML = Path(__file__).resolve().parent / "data" / "seed-component.yaml"
 
 
 def user_seed() -> str:
@@ -272,8 +272,7 @@ def test_start_time_beats_start_sequence_with_warning() -> None:
 
 def test_seed_page_example_loads() -> None:
     """The YAML on the component page we were created from is a valid configuration."""
-    text = SEED_DOC.read_text()
-    manifest = text.split("```yaml", 1)[1].split("```", 1)[0]
+    manifest = SEED_YAML.read_text()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         md = Metadata.from_component_yaml(manifest)
