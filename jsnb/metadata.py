@@ -625,12 +625,12 @@ def _apply_aliases(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> N
                 stacklevel=4,
             )
         else:
+            values["heartbeat"] = _parse_duration(_BY_KEY["heartbeat"], value)
             warnings.warn(
                 f"jsnb: {key!r} is deprecated (a typo fixed upstream); use 'heartbeat'",
                 DeprecationWarning,
                 stacklevel=4,
             )
-            values["heartbeat"] = _parse_duration(_BY_KEY["heartbeat"], value)
     if "concurrency" in raw and "concurrency_mode" not in values:
         # upstream's metadata.yaml documents 'concurrency'; 'concurrencyMode' wins when both.
         values["concurrency_mode"] = _parse_enum(_BY_KEY["concurrencymode"], raw["concurrency"][1])

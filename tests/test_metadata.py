@@ -364,6 +364,9 @@ def test_seed_page_example_loads() -> None:
         pytest.param({"apiPrefix": 3}, "apiPrefix", id="apiPrefix-not-string"),
         pytest.param({"tls_ca_cert": 3}, "tls_ca_cert", id="ca-not-string"),
         pytest.param({"natsurl": "nats://b:1"}, "given twice", id="duplicate-key-case"),
+        pytest.param({"deliverAll": "sometimes"}, "deliverAll 'sometimes'", id="bad-deliverAll"),
+        pytest.param({"hearbeat": "15 seconds"}, "heartbeat: '15 seconds'", id="bad-hearbeat"),
+        pytest.param({"concurrency": "Many"}, "concurrencyMode 'Many'", id="bad-concurrency-alias"),
     ],
 )
 def test_bad_input_names_the_field(props: dict[str, object], match: str) -> None:

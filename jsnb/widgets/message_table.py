@@ -237,21 +237,26 @@ def _row_html(event: DeliveryEvent) -> str:
     if event.delay:
         outcome += f" +{event.delay:g}s"
     color = _COLORS.get(event.outcome, _FAILED_COLOR)
-    cells = (
+    before = (
         datetime.fromtimestamp(event.time).strftime("%H:%M:%S.%f")[:-3],
         event.subject,
         event.stream_seq,
         event.consumer_seq,
         event.num_delivered,
-        outcome,
+    )
+    after = (
         f"{event.duration * 1000:.1f}",
         event.preview.decode("utf-8", "replace"),
         event.error or "",
     )
-    tds = "".join(
-        f"<td style='color:{color}'>{html.escape(str(c))}</td>"
-        if i == 5
-        else f"<td>{html.escape(str(c))}</td>"
-        for i, c in enumerate(cells)
+    return (
+        "<tr>"
+        + "".join(_td(c) for c in before)
+        + f"<td style='color:{color}'>{html.escape(outcome)}</td>"
+        + "".join(_td(c) for c in after)
+        + "</tr>"
     )
-    return f"<tr>{tds}</tr>"
+
+
+def _td(value: object) -> str:
+    return f"<td>{html.escape(str(value))}</td>"

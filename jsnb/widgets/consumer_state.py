@@ -1,0 +1,276 @@
+"""Live views of a consumer's and a stream's server-side state, polled on an interval.
+
+>>> from jsnb.widgets.consumer_state import ConsumerState, StreamState
+>>> # state = ConsumerState(ps, "ORDERS", "my-consumer")  # or ConsumerState.for_subscription(sub)
+>>> # state                          # displaying it starts polling once a second
+>>> # await state.refresh()          # or poll once, now
+>>> # state.dataframe, state.history # latest snapshot, and the counters over time
+
+The server's answer is what the counters mean: ``num_ack_pending`` is what
+was delivered and not yet acknowledged, the ack floor is the highest sequence
+below which everything is acknowledged. Any consumer can be watched, not only
+one jsnb created. A failed poll is shown in the status line, never raised,
+so a notebook keeps running while the server restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import ipywidgets as widgets
+from nats.js import api
+
+from jsnb.state import consumer_record, stream_record, to_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from jsnb.subscription import Subscription
+
+CONSUMER_COUNTERS = (
+    "delivered_stream_seq",
+    "delivered_consumer_seq",
+    "ack_floor_stream_seq",
+    "ack_floor_consumer_seq",
+    "num_pending",
+    "num_ack_pending",
+    "num_redelivered",
+    "num_waiting",
+)
+STREAM_COUNTERS = ("messages", "bytes", "first_seq", "last_seq", "consumers")
+
+
+class _InfoSource(Protocol):
+    """A :class:`jsnb.JetStreamPubSub` or a nats-py ``JetStreamContext``: both answer these."""
+
+    async def consumer_info(self, stream: str, consumer: str) -> api.ConsumerInfo: ...
+
+    async def stream_info(self, stream: str) -> api.StreamInfo: ...
+
+
+class _Poller(widgets.VBox):
+    """Polls *fetch* without overlap, keeps the latest record and a bounded history."""
+
+    def __init__(
+        self,
+        title: str,
+        fetch: Callable[[], Awaitable[Any]],
+        to_record: Callable[[Any], dict[str, Any]],
+        counters: tuple[str, ...],
+        *,
+        interval: float,
+        history: int,
+    ) -> None:
+        if interval <= 0 or history < 1:
+            raise ValueError(
+                f"jsnb: interval {interval} must be above 0 and history {history} 1 or more"
+            )
+        self.interval = interval
+        self.latest: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.polled_at: datetime | None = None
+        self._fetch = fetch
+        self._to_record = to_record
+        self._counters = counters
+        self._history: deque[dict[str, Any]] = deque(maxlen=history)
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+        self._table = widgets.HTML()
+        self._status = widgets.HTML()
+        self._button = widgets.Button(description="Start", icon="play")
+        self._button.on_click(lambda _: self._toggle())
+        super().__init__(
+            children=[
+                widgets.HTML(f"<b>{html.escape(title)}</b>"),
+                self._table,
+                widgets.HBox([self._button, self._status]),
+            ]
+        )
+        self._draw()
+
+    # -- polling -----------------------------------------------------------------------
+
+    async def refresh(self) -> dict[str, Any] | None:
+        """Poll once now (after any poll in flight); the new record, or None if it failed."""
+        async with self._lock:
+            self.polled_at = datetime.now().astimezone()
+            try:
+                info = await self._fetch()
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self._draw()
+                return None
+            self.error = None
+            self.latest = record = self._to_record(info)
+            self._history.append({"time": self.polled_at, **{k: record[k] for k in self._counters}})
+            self._draw()
+            return record
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def start(self) -> None:
+        """Poll every *interval* seconds on the running event loop until :meth:`stop`."""
+        if self._task is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "jsnb: polling needs a running event loop: call start() from a notebook cell "
+                "or a coroutine, or poll once with `await state.refresh()`"
+            ) from None
+        self._task = loop.create_task(self._poll())
+        self._button.description, self._button.icon = "Stop", "stop"
+        self._draw()
+
+    def stop(self) -> None:
+        """Stop polling; the latest record and the history stay."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        self._task = None
+        self._button.description, self._button.icon = "Start", "play"
+        self._draw()
+
+    async def _poll(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.interval)
+
+    def _toggle(self) -> None:
+        if self.running:
+            self.stop()
+            return
+        try:
+            self.start()
+        except RuntimeError as exc:
+            self.error = str(exc)
+            self._draw()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # Displaying the widget in a notebook starts polling; elsewhere it stays a plain view.
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            self.start()
+        return super()._repr_mimebundle_(**kwargs)
+
+    def close(self) -> None:
+        self.stop()
+        super().close()
+
+    # -- data --------------------------------------------------------------------------
+
+    @property
+    def dataframe(self) -> pd.DataFrame:
+        """The latest record as a one-row DataFrame (no rows before the first poll)."""
+        return to_frame([self.latest] if self.latest is not None else [])
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """The counters, one row per successful poll, oldest first."""
+        import pandas as pd
+
+        return pd.DataFrame(self.records(), columns=["time", *self._counters])
+
+    def records(self) -> list[dict[str, Any]]:
+        """The history as dicts: ``time`` plus the counters."""
+        return list(self._history)
+
+    # -- drawing -----------------------------------------------------------------------
+
+    def _draw(self) -> None:
+        if self.latest is not None:
+            self._table.value = _field_table(self.latest)
+        when = self.polled_at.strftime("%H:%M:%S") if self.polled_at else "never"
+        if self.error is None:
+            text = f"last refresh {when}"
+        else:
+            error = html.escape(self.error)
+            text = f"<span style='color:#c62828'>refresh failed at {when}: {error}</span>"
+        polling = f"polling every {self.interval:g}s" if self.running else "not polling"
+        self._status.value = f"{text} &middot; {polling}"
+
+
+def _field_table(record: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
+        f"<td>{html.escape(_show(value))}</td></tr>"
+        for key, value in record.items()
+    )
+    return f"<table class='jsnb-state'><tbody>{rows}</tbody></table>"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class ConsumerState(_Poller):
+    """A consumer's delivery counters and effective config, polled from the server.
+
+    *ps_or_js* is a :class:`jsnb.JetStreamPubSub` or a nats-py ``JetStreamContext``;
+    the consumer can be any on *stream*, durable or ephemeral, jsnb's or not.
+    """
+
+    def __init__(
+        self,
+        ps_or_js: _InfoSource,
+        stream: str,
+        consumer: str,
+        *,
+        interval: float = 1.0,
+        history: int = 3600,
+    ) -> None:
+        self.stream = stream
+        self.consumer = consumer
+        super().__init__(
+            f"consumer {consumer} on stream {stream}",
+            lambda: ps_or_js.consumer_info(stream, consumer),
+            consumer_record,
+            CONSUMER_COUNTERS,
+            interval=interval,
+            history=history,
+        )
+
+    @classmethod
+    def for_subscription(
+        cls, sub: Subscription, *, interval: float = 1.0, history: int = 3600
+    ) -> ConsumerState:
+        """The consumer behind *sub* (it must have started: ``await ps.subscribe(...)``)."""
+        return cls(sub._owner, sub.stream, sub.consumer, interval=interval, history=history)
+
+
+class StreamState(_Poller):
+    """A stream's size, sequence range and consumer count, polled from the server."""
+
+    def __init__(
+        self,
+        ps_or_js: _InfoSource,
+        stream: str,
+        *,
+        interval: float = 1.0,
+        history: int = 3600,
+    ) -> None:
+        self.stream = stream
+        super().__init__(
+            f"stream {stream}",
+            lambda: ps_or_js.stream_info(stream),
+            stream_record,
+            STREAM_COUNTERS,
+            interval=interval,
+            history=history,
+        )
