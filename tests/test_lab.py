@@ -1,0 +1,89 @@
+"""The redelivery experiment engine against a real server: observed delays match the config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jsnb.lab import Scenario, effective_ack_wait, run_scenario, timeline_figure
+from jsnb.metadata import Metadata
+
+
+def assert_delays_match(result: Any) -> None:
+    df = result.attempts
+    redeliveries = df[df["attempt"] > 1]
+    assert not redeliveries.empty
+    for row in redeliveries.itertuples():
+        want = row.predicted_delay_s
+        assert want * 0.8 - 0.02 <= row.observed_delay_s <= want + 1.0, row
+
+
+async def test_backoff_run_matches_prediction(nats_server: Any) -> None:
+    props = {"backOff": "100ms, 400ms", "maxDeliver": 5}
+    result = await run_scenario(nats_server.url, props, Scenario(messages=4, fail_times=2))
+    assert result.finished
+    assert result.totals["lost"] == 0 and result.totals["acked"] == 4
+    assert result.totals["attempts"] == 12 and result.totals["redelivered"] == 8
+    df = result.attempts
+    assert list(df.groupby("message")["attempt"].max()) == [3, 3, 3, 3]
+    assert sorted(df["predicted_delay_s"].dropna().unique()) == [0.1, 0.4]
+    assert_delays_match(result)
+
+
+async def test_exhausted_messages_are_dead_lettered(nats_server: Any) -> None:
+    props = {"backOff": "50ms", "maxDeliver": 3}
+    result = await run_scenario(nats_server.url, props, Scenario(messages=3, fail_times=10))
+    assert result.totals["dead_lettered"] == 3 and result.totals["lost"] == 0
+    finals = result.attempts.groupby("message")["outcome"].last()
+    assert set(finals) == {"dead-letter"}
+
+
+async def test_hung_handler_is_redelivered_after_ack_wait(nats_server: Any) -> None:
+    props = {"ackWait": "500ms", "concurrencyMode": "parallel"}
+    result = await run_scenario(nats_server.url, props, Scenario(messages=2, hang_seconds=1.5))
+    assert result.totals["lost"] == 0
+    second = result.attempts[result.attempts["attempt"] == 2]
+    assert len(second) == 2
+    assert all(second["predicted_delay_s"] == 0.5)
+    assert_delays_match(result)
+
+
+async def test_random_failures_lose_nothing(nats_server: Any) -> None:
+    props = {"backOff": "20ms", "maxDeliver": -1}
+    scenario = Scenario(messages=30, fail_probability=0.5, seed=7)
+    result = await run_scenario(nats_server.url, props, scenario)
+    assert result.finished and result.totals["acked"] == 30 and result.totals["lost"] == 0
+    assert result.totals["redelivered"] > 0
+
+
+def test_effective_ack_wait_rules() -> None:
+    md = Metadata.from_properties({"natsURL": "embedded", "backOff": "1s, 5s", "maxDeliver": 4})
+    assert [effective_ack_wait(md, n) for n in (1, 2, 3)] == [1.0, 5.0, 5.0]
+    assert effective_ack_wait(Metadata(nats_url="embedded"), 1) == 30.0
+    assert effective_ack_wait(Metadata(nats_url="embedded", ack_wait="2s"), 1) == 2.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"messages": 0}, id="no-messages"),
+        pytest.param({"fail_probability": 1.5}, id="probability-over-1"),
+        pytest.param({"hang_seconds": -1}, id="negative-hang"),
+    ],
+)
+def test_scenario_rejects_nonsense(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="Scenario"):
+        Scenario(**kwargs)
+
+
+async def test_side_by_side_figure(nats_server: Any) -> None:
+    a = await run_scenario(nats_server.url, {"backOff": "50ms"}, Scenario(messages=2, fail_times=1))
+    b = await run_scenario(
+        nats_server.url, {"backOff": "150ms"}, Scenario(messages=2, fail_times=1)
+    )
+    fig = timeline_figure([a, b])
+    assert len(fig.axes) == 2
+    assert "backOff [0.05s]" in fig.axes[0].get_title()
+    assert "backOff [0.15s]" in fig.axes[1].get_title()
+    assert "<table>" in a._repr_html_()
