@@ -583,6 +583,11 @@ class Subscription:
                 log.debug("jsnb: deleting consumer %s: %s", self.consumer, exc)
 
     @property
+    def pubsub(self) -> JetStreamPubSub:
+        """The component this subscription belongs to."""
+        return self._owner
+
+    @property
     def active(self) -> bool:
         return not self._stopping
 

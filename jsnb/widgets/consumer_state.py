@@ -66,6 +66,8 @@ class _Poller(widgets.VBox):
         interval: float,
         history: int,
     ) -> None:
+        # First: Widget.__del__ calls close(), and so stop(), even when __init__ raised.
+        self._task: asyncio.Task[None] | None = None
         if interval <= 0 or history < 1:
             raise ValueError(
                 f"jsnb: interval {interval} must be above 0 and history {history} 1 or more"
@@ -78,7 +80,6 @@ class _Poller(widgets.VBox):
         self._to_record = to_record
         self._counters = counters
         self._history: deque[dict[str, Any]] = deque(maxlen=history)
-        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
         self._table = widgets.HTML()
@@ -251,7 +252,7 @@ class ConsumerState(_Poller):
         cls, sub: Subscription, *, interval: float = 1.0, history: int = 3600
     ) -> ConsumerState:
         """The consumer behind *sub* (it must have started: ``await ps.subscribe(...)``)."""
-        return cls(sub._owner, sub.stream, sub.consumer, interval=interval, history=history)
+        return cls(sub.pubsub, sub.stream, sub.consumer, interval=interval, history=history)
 
 
 class StreamState(_Poller):

@@ -63,6 +63,8 @@ class MessageTable(widgets.VBox):
     Keeps the last *max_rows* events, shows the newest *shown_rows* that pass
     the outcome filters, and redraws at most *refresh_hz* times a second.
     *clock* (seconds, monotonic) is what the throttle reads; tests pass a fake.
+    ``counts`` (by outcome) and ``seen`` cover every event since the last clear,
+    ``filters`` maps each outcome to its toggle, ``renders`` counts the draws.
     """
 
     def __init__(

@@ -1,0 +1,227 @@
+"""ConsumerState and StreamState against a real server: counters, history, polling, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ipywidgets as widgets
+import nats
+import pytest
+from nats.js import api
+
+from jsnb import JetStreamPubSub, Message, ensure_stream
+from jsnb.widgets.consumer_state import (
+    CONSUMER_COUNTERS,
+    STREAM_COUNTERS,
+    ConsumerState,
+    StreamState,
+)
+from tests.support import eventually
+
+
+@pytest.fixture
+async def ps(nats_server: Any) -> AsyncIterator[JetStreamPubSub]:
+    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
+        await ensure_stream(component, "S", ["s"])
+        yield component
+
+
+def status(state: ConsumerState | StreamState) -> str:
+    return state.children[2].children[1].value
+
+
+def toggle(state: ConsumerState | StreamState) -> widgets.Button:
+    return state.children[2].children[0]
+
+
+async def test_counters_follow_deliveries_and_acks(ps: JetStreamPubSub) -> None:
+    release = asyncio.Event()
+    seen: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        seen.append(msg)
+        await release.wait()
+
+    sub = await ps.subscribe("s", handler)
+    state = ConsumerState.for_subscription(sub)
+    for i in range(3):
+        await ps.publish("s", {"n": i})
+
+    async def all_delivered_none_acked() -> bool:
+        rec = await state.refresh()
+        return rec is not None and rec["num_ack_pending"] == 3
+
+    await eventually(all_delivered_none_acked)
+    rec = state.latest
+    assert rec is not None
+    assert rec["delivered_stream_seq"] == 3 and rec["ack_floor_stream_seq"] == 0
+    assert rec["num_pending"] == 0
+    assert (rec["stream"], rec["consumer"]) == ("S", sub.consumer)
+
+    release.set()
+
+    async def all_acked() -> bool:
+        rec = await state.refresh()
+        return rec is not None and rec["num_ack_pending"] == 0
+
+    await eventually(all_acked)
+    rec = state.latest
+    assert rec is not None
+    assert rec["ack_floor_stream_seq"] == 3 and rec["ack_floor_consumer_seq"] == 3
+    assert rec["num_redelivered"] == 0
+
+    frame = state.dataframe
+    assert len(frame) == 1
+    assert {"ackWait_s", "backOff_s", "maxDeliver", "deliverPolicy", *CONSUMER_COUNTERS} <= set(
+        frame.columns
+    )
+    assert frame.loc[0, "deliverPolicy"] == "all"
+    assert "num_ack_pending" in state.children[1].value
+    assert "last refresh" in status(state)
+
+
+async def test_history_grows_per_refresh_and_is_bounded(ps: JetStreamPubSub) -> None:
+    sub = await ps.subscribe("s", lambda msg: None)
+    state = ConsumerState.for_subscription(sub, history=3)
+    assert state.history.empty and list(state.history.columns) == ["time", *CONSUMER_COUNTERS]
+
+    await ps.publish("s", b"one")
+    for expected in (1, 2, 3, 3, 3):
+        assert await state.refresh() is not None
+        assert len(state.records()) == expected
+
+    frame = state.history
+    assert list(frame.columns) == ["time", *CONSUMER_COUNTERS]
+    assert len(frame) == 3
+    assert frame["time"].is_monotonic_increasing
+
+
+async def test_watches_a_consumer_made_with_raw_nats_py(
+    ps: JetStreamPubSub, nats_server: Any
+) -> None:
+    for i in range(3):
+        await ps.publish("s", {"n": i}, metadata={"rawPayload": "true"})
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_consumer(
+            "S", api.ConsumerConfig(durable_name="raw", ack_policy=api.AckPolicy.EXPLICIT)
+        )
+        puller = await js.pull_subscribe_bind("raw", "S")
+        first, _second = await puller.fetch(2, timeout=5)
+        await first.ack_sync()
+
+        state = ConsumerState(js, "S", "raw")
+        rec = await state.refresh()
+        assert rec is not None, state.error
+        assert rec["consumer"] == "raw" and rec["durable"]
+        assert rec["delivered_stream_seq"] == 2
+        assert rec["ack_floor_stream_seq"] == 1
+        assert rec["num_ack_pending"] == 1
+        assert rec["num_pending"] == 1
+    finally:
+        await nc.close()
+
+
+async def test_a_missing_consumer_shows_in_the_status_line(ps: JetStreamPubSub) -> None:
+    state = ConsumerState(ps, "S", "nobody")
+    assert await state.refresh() is None
+    assert state.error is not None and "NotFoundError" in state.error
+    assert "refresh failed" in status(state) and "consumer not found" in status(state)
+    assert state.dataframe.empty and state.records() == []
+
+
+async def test_a_closed_component_shows_in_the_status_line(nats_server: Any) -> None:
+    async with JetStreamPubSub({"natsURL": nats_server.url}) as closing:
+        await ensure_stream(closing, "S", ["s"])
+        state = StreamState(closing, "S")
+        assert await state.refresh() is not None
+    assert await state.refresh() is None
+    assert "ComponentClosedError" in status(state)
+    assert state.latest is not None and len(state.records()) == 1  # the last good poll stays
+
+
+async def test_stream_state(ps: JetStreamPubSub) -> None:
+    await ps.subscribe("s", lambda msg: None)
+    for i in range(3):
+        await ps.publish("s", {"n": i})
+    state = StreamState(ps.jetstream, "S", history=10)
+    rec = await state.refresh()
+    assert rec is not None
+    assert (rec["stream"], rec["messages"], rec["first_seq"], rec["last_seq"]) == ("S", 3, 1, 3)
+    assert rec["consumers"] == 1 and rec["bytes"] > 0
+    assert len(state.dataframe) == 1
+    assert list(state.history.columns) == ["time", *STREAM_COUNTERS]
+    assert "messages" in state.children[1].value
+
+    missing = StreamState(ps, "NOPE")
+    assert await missing.refresh() is None
+    assert "stream not found" in status(missing)
+
+
+async def test_start_polls_on_the_interval_until_stopped(ps: JetStreamPubSub) -> None:
+    state = StreamState(ps, "S", interval=0.02)
+    toggle(state).click()
+    assert state.running and "polling every 0.02s" in status(state)
+    await eventually(lambda: len(state.records()) >= 3)
+
+    toggle(state).click()
+    assert not state.running and "not polling" in status(state)
+
+
+async def test_displaying_starts_polling_and_closing_stops_it(ps: JetStreamPubSub) -> None:
+    state = StreamState(ps, "S", interval=0.02)
+    bundle = state._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert state.running
+    await eventually(lambda: state.records())
+    state.close()
+    assert not state.running
+
+
+async def test_polls_never_overlap(ps: JetStreamPubSub) -> None:
+    gate = asyncio.Event()
+
+    class Gated:
+        """Holds every poll at the gate: a second call before the gate opens is an overlap."""
+
+        calls = 0
+
+        async def stream_info(self, stream: str) -> api.StreamInfo:
+            self.calls += 1
+            await gate.wait()
+            return await ps.stream_info(stream)
+
+    source = Gated()
+    state = StreamState(source, "S")  # type: ignore[arg-type]
+    polls = [asyncio.create_task(state.refresh()) for _ in range(3)]
+    await eventually(lambda: source.calls == 1)
+    for _ in range(5):
+        await asyncio.sleep(0)  # give the other two every chance to start
+    assert source.calls == 1
+    gate.set()
+    assert all(rec is not None for rec in await asyncio.gather(*polls))
+    assert source.calls == 3 and len(state.records()) == 3
+
+
+def test_start_without_a_loop_says_how_to_poll() -> None:
+    state = StreamState(object(), "S")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="running event loop"):
+        state.start()
+    toggle(state).click()
+    assert "running event loop" in status(state)
+    assert not state.running
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"interval": 0}, id="no-interval"),
+        pytest.param({"history": 0}, id="no-history"),
+    ],
+)
+def test_rejects_settings_that_cannot_work(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="jsnb: interval"):
+        ConsumerState(object(), "S", "c", **options)  # type: ignore[arg-type]
