@@ -70,7 +70,8 @@ class JetStreamPubSub:
 
     ``JetStreamPubSub(props)`` followed by ``await ps.init()``, or
     ``await JetStreamPubSub().init(props)``, or ``async with JetStreamPubSub(props)``.
-    ``natsURL: embedded`` (or no natsURL at all) starts a local nats-server.
+    ``natsURL: embedded`` (or no natsURL at all) uses the process-wide local
+    nats-server (``jsnb.server.shared_server()``), started on first use.
     """
 
     def __init__(
@@ -106,20 +107,11 @@ class JetStreamPubSub:
         md = Metadata.from_properties(props or {}, allow_embedded=True)
         servers = None
         if md.embedded:
-            from jsnb.server import NatsServer
+            from jsnb.server import shared_server
 
-            self.server = NatsServer()
-            await self.server.astart()
+            self.server = await asyncio.to_thread(shared_server)
             servers = [self.server.url]
-        try:
-            self._nc, self._js = await connect(
-                md, servers=servers, reconnected_cb=self._on_reconnected
-            )
-        except BaseException:
-            if self.server is not None:
-                await self.server.astop()
-                self.server = None
-            raise
+        self._nc, self._js = await connect(md, servers=servers, reconnected_cb=self._on_reconnected)
         self.metadata = md
         return self
 
@@ -137,18 +129,14 @@ class JetStreamPubSub:
             if self._closed:
                 return
             self._closed = True
-            try:
-                for sub in list(self._subs):
-                    await sub.unsubscribe(timeout=timeout)
-                if self._nc is not None and not self._nc.is_closed:
-                    try:
-                        await self._nc.drain()
-                    except (nats.errors.Error, TimeoutError) as exc:
-                        log.debug("jsnb: drain: %s", exc)
-                        await self._nc.close()
-            finally:
-                if self.server is not None:
-                    await self.server.astop()
+            for sub in list(self._subs):
+                await sub.unsubscribe(timeout=timeout)
+            if self._nc is not None and not self._nc.is_closed:
+                try:
+                    await self._nc.drain()
+                except (nats.errors.Error, TimeoutError) as exc:
+                    log.debug("jsnb: drain: %s", exc)
+                    await self._nc.close()
 
     async def _on_reconnected(self) -> None:
         for sub in list(self._subs):

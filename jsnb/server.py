@@ -768,3 +768,31 @@ class LocalCluster:
             for n in self.nodes
         ]
         return f"<b>cluster {html.escape(self.name)}</b>" + _html_table(rows)
+
+
+_shared: NatsServer | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_server() -> NatsServer:
+    """The process-wide server behind ``natsURL: embedded``, started on first use.
+
+    Every component in one process (a notebook kernel) that asks for
+    ``embedded`` talks to this one server, so two components see each other's
+    messages and a durable consumer outlives the component that made it. It
+    stops at interpreter exit, or with :func:`stop_shared_server`.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None or not _shared.running:
+            _shared = NatsServer(server_name="jsnb-embedded").start()
+        return _shared
+
+
+def stop_shared_server() -> None:
+    """Stop the shared embedded server (its store is removed); the next use starts a new one."""
+    global _shared
+    with _shared_lock:
+        if _shared is not None:
+            _shared.stop()
+            _shared = None

@@ -501,16 +501,21 @@ async def test_features_ping_and_metadata(ps: JetStreamPubSub) -> None:
     assert "connected" in repr(ps) and "<table" in ps._repr_html_()
 
 
-async def test_embedded_server_when_no_url() -> None:
-    async with JetStreamPubSub({}) as ps:
-        assert ps.server is not None and ps.server.running
-        await ensure_stream(ps, "E", ["e"])
-        got = Recorder()
-        await ps.subscribe("e", got)
-        await ps.publish("e", "hi")
-        await eventually(lambda: got.data == [b"hi"])
-        server = ps.server
-    assert not server.running
+async def test_embedded_server_is_shared_within_the_process() -> None:
+    from jsnb.server import shared_server, stop_shared_server
+
+    try:
+        async with JetStreamPubSub({}) as a, JetStreamPubSub({"natsURL": "embedded"}) as b:
+            assert a.server is b.server is shared_server()
+            await ensure_stream(a, "E", ["e"])
+            got = Recorder()
+            await a.subscribe("e", got)
+            await b.publish("e", "hi")
+            await eventually(lambda: got.data == [b"hi"])
+        assert shared_server().running, "closing a component leaves the shared server up"
+    finally:
+        stop_shared_server()
+    assert a.server is not None and not a.server.running
 
 
 async def test_unreachable_server_is_a_clear_error(unused_tcp_port: int) -> None:
