@@ -370,6 +370,8 @@ class Metadata:
                 continue
             if info.secret and value and not reveal_secrets:
                 out[info.key] = MASK
+            elif info.key == "natsURL" and not reveal_secrets:
+                out[info.key] = _strip_userinfo(value)
             else:
                 out[info.key] = format_value(info, value)
         return out
@@ -418,6 +420,8 @@ class Metadata:
                     continue
                 value = getattr(self, info.attr)
                 shown = MASK if info.secret and value else format_value(info, value)
+                if info.key == "natsURL":
+                    shown = _strip_userinfo(shown)
                 style = "" if value == info.default else ' style="font-weight:bold"'
                 rows.append(
                     f"<tr><td><code>{info.key}</code></td><td{style}>{html.escape(shown)}</td>"

@@ -566,3 +566,9 @@ def test_format_duration_round_trips(seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+def test_credentials_in_nats_url_are_masked_for_display() -> None:
+    md = Metadata.from_properties({"natsURL": "nats://alice:pa55@host:4222"})
+    assert "pa55" not in repr(md) + md._repr_html_() + md.to_component_yaml()
+    assert md.as_properties()["natsURL"] == "nats://alice:pa55@host:4222"
