@@ -1,4 +1,4 @@
-"""Notebook widgets over the core: forms, live tables and state views.
+"""Notebook widgets over the core: forms, live tables, state views and the redelivery lab.
 
 >>> from jsnb.widgets import ConfigForm
 >>> ConfigForm({"natsURL": "embedded"}).metadata.embedded
@@ -8,5 +8,8 @@ True
 from __future__ import annotations
 
 from jsnb.widgets.config_form import ConfigForm
+from jsnb.widgets.consumer_state import ConsumerState, StreamState
+from jsnb.widgets.lab import RedeliveryLab
+from jsnb.widgets.message_table import MessageTable
 
-__all__ = ["ConfigForm"]
+__all__ = ["ConfigForm", "ConsumerState", "MessageTable", "RedeliveryLab", "StreamState"]
