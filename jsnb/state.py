@@ -11,6 +11,7 @@ only when a DataFrame is asked for.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -33,54 +34,72 @@ def _value(v: Any) -> Any:
     return getattr(v, "value", v)
 
 
-def consumer_record(info: api.ConsumerInfo) -> dict[str, Any]:
+class Record(dict[str, Any]):
+    """A plain dict that shows itself as a two-column table in a notebook."""
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+            f"<td>{html.escape(str(v))}</td></tr>"
+            for k, v in self.items()
+        )
+        return f"<table class='jsnb-record'>{rows}</table>"
+
+
+def consumer_record(info: api.ConsumerInfo) -> Record:
     """The delivery counters and the effective config of one consumer."""
     cfg = info.config
     delivered = info.delivered
     floor = info.ack_floor
-    return {
-        "stream": info.stream_name,
-        "consumer": info.name,
-        "durable": bool(cfg.durable_name),
-        "filter_subject": cfg.filter_subject or ", ".join(cfg.filter_subjects or []),
-        "delivered_stream_seq": delivered.stream_seq if delivered else 0,
-        "delivered_consumer_seq": delivered.consumer_seq if delivered else 0,
-        "ack_floor_stream_seq": floor.stream_seq if floor else 0,
-        "ack_floor_consumer_seq": floor.consumer_seq if floor else 0,
-        "num_pending": info.num_pending or 0,
-        "num_ack_pending": info.num_ack_pending or 0,
-        "num_redelivered": info.num_redelivered or 0,
-        "num_waiting": info.num_waiting or 0,
-        "push_bound": bool(info.push_bound),
-        "deliverPolicy": _DELIVER_WORDS.get(_value(cfg.deliver_policy), _value(cfg.deliver_policy)),
-        "ackPolicy": _value(cfg.ack_policy),
-        "ackWait_s": cfg.ack_wait,
-        "backOff_s": tuple(cfg.backoff or ()),
-        "maxDeliver": cfg.max_deliver,
-        "maxAckPending": cfg.max_ack_pending,
-        "queueGroupName": cfg.deliver_group or "",
-        "heartbeat_s": cfg.idle_heartbeat or 0.0,
-        "flowControl": bool(cfg.flow_control),
-        "rateLimit": cfg.rate_limit_bps or 0,
-        "replicas": cfg.num_replicas or 0,
-    }
+    return Record(
+        {
+            "stream": info.stream_name,
+            "consumer": info.name,
+            "durable": bool(cfg.durable_name),
+            "filter_subject": cfg.filter_subject or ", ".join(cfg.filter_subjects or []),
+            "delivered_stream_seq": delivered.stream_seq if delivered else 0,
+            "delivered_consumer_seq": delivered.consumer_seq if delivered else 0,
+            "ack_floor_stream_seq": floor.stream_seq if floor else 0,
+            "ack_floor_consumer_seq": floor.consumer_seq if floor else 0,
+            "num_pending": info.num_pending or 0,
+            "num_ack_pending": info.num_ack_pending or 0,
+            "num_redelivered": info.num_redelivered or 0,
+            "num_waiting": info.num_waiting or 0,
+            "push_bound": bool(info.push_bound),
+            "deliverPolicy": _DELIVER_WORDS.get(
+                _value(cfg.deliver_policy), _value(cfg.deliver_policy)
+            ),
+            "ackPolicy": _value(cfg.ack_policy),
+            "ackWait_s": cfg.ack_wait,
+            "backOff_s": tuple(cfg.backoff or ()),
+            "maxDeliver": cfg.max_deliver,
+            "maxAckPending": cfg.max_ack_pending,
+            "queueGroupName": cfg.deliver_group or "",
+            "heartbeat_s": cfg.idle_heartbeat or 0.0,
+            "flowControl": bool(cfg.flow_control),
+            "rateLimit": cfg.rate_limit_bps or 0,
+            "replicas": cfg.num_replicas or 0,
+        }
+    )
 
 
-def stream_record(info: api.StreamInfo) -> dict[str, Any]:
+def stream_record(info: api.StreamInfo) -> Record:
     """Size, sequence range and consumer count of one stream."""
     cfg, st = info.config, info.state
-    return {
-        "stream": cfg.name,
-        "subjects": ", ".join(cfg.subjects or []),
-        "messages": st.messages,
-        "bytes": st.bytes,
-        "first_seq": st.first_seq,
-        "last_seq": st.last_seq,
-        "consumers": st.consumer_count,
-        "storage": _value(cfg.storage),
-        "replicas": cfg.num_replicas,
-        "duplicate_window_s": cfg.duplicate_window,
-    }
+    return Record(
+        {
+            "stream": cfg.name,
+            "subjects": ", ".join(cfg.subjects or []),
+            "messages": st.messages,
+            "bytes": st.bytes,
+            "first_seq": st.first_seq,
+            "last_seq": st.last_seq,
+            "consumers": st.consumer_count,
+            "storage": _value(cfg.storage),
+            "replicas": cfg.num_replicas,
+            "duplicate_window_s": cfg.duplicate_window,
+        }
+    )
 
 
 def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:

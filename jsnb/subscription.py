@@ -33,6 +33,7 @@ from jsnb.consumer import (
 )
 from jsnb.messages import Delivery, DeliveryEvent, Message, Outcome
 from jsnb.metadata import AckPolicy, Metadata
+from jsnb.state import Record, consumer_record
 from jsnb.streams import stream_for_subject
 
 if TYPE_CHECKING:
@@ -525,6 +526,10 @@ class Subscription:
     async def stream_info(self) -> api.StreamInfo:
         """The server's view of the stream this subscription reads."""
         return await self._owner.jetstream.stream_info(self.stream)
+
+    async def state(self) -> Record:
+        """The consumer's counters and effective config as one flat record (a table in Jupyter)."""
+        return consumer_record(await self.consumer_info())
 
     async def _recover(self) -> None:
         """After a reconnect: recreate the consumer if the server lost it meanwhile."""

@@ -608,3 +608,18 @@ async def test_close_before_init_is_safe() -> None:
     await ps.close()
     with pytest.raises(ComponentClosedError):
         await ps.init({"natsURL": "nats://127.0.0.1:1"})
+
+
+async def test_subscription_state_is_a_displayable_record(ps: JetStreamPubSub) -> None:
+    got = Recorder()
+    sub = await ps.subscribe("orders", got)
+    await _publish_n(ps, 3)
+    await eventually(lambda: len(got.data) == 3)
+    state = await eventually(lambda: _state_when_acked(sub, 3))
+    assert state["deliverPolicy"] == "all" and state["ackPolicy"] == "explicit"
+    assert "<th style='text-align:left'>num_ack_pending</th>" in state._repr_html_()
+
+
+async def _state_when_acked(sub: Any, n: int) -> Any:
+    state = await sub.state()
+    return state if state["ack_floor_stream_seq"] == n else None
