@@ -274,7 +274,45 @@ class _Resources:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-class NatsServer:
+class _Lifecycle:
+    """``with`` and ``async with`` over a class's start/stop and astart/astop."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    async def astart(self) -> Self:
+        raise NotImplementedError
+
+    async def astop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+
+class NatsServer(_Lifecycle):
     """A nats-server child process with JetStream, listening on loopback.
 
     Args:
@@ -511,28 +549,6 @@ class NatsServer:
     def _log_tail(self) -> str:
         return "\n".join(self.log_text().splitlines()[-_LOG_TAIL_LINES:])
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
-
     # -- display ----------------------------------------------------------
 
     def _summary(self) -> dict[str, object]:
@@ -569,7 +585,7 @@ def _html_table(rows: Iterable[tuple[object, object]]) -> str:
 _PER_NODE = frozenset({"port", "store_dir", "server_name", "cluster"})
 
 
-class LocalCluster:
+class LocalCluster(_Lifecycle):
     """Several ``NatsServer`` nodes routed to each other on loopback, with clustered JetStream.
 
     ``start()`` launches every node at once (a node cannot elect a JetStream
@@ -733,28 +749,6 @@ class LocalCluster:
             f"jsnb: cluster {self.name!r} elected no JetStream meta leader within {timeout:g}s",
             log=logs,
         )
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
 
     def __repr__(self) -> str:
         states = ", ".join(
