@@ -78,7 +78,7 @@ class Scenario:
         return ", ".join(parts)
 
 
-@dataclass
+@dataclass(repr=False)
 class LabResult:
     """One run: every attempt, the totals, and the configuration that produced them."""
 
@@ -97,7 +97,18 @@ class LabResult:
         backoff = ", ".join(f"{v.total_seconds():g}s" for v in md.back_off) or "-"
         wait = f"{md.ack_wait.total_seconds():g}s" if md.ack_wait else "default"
         deliver = md.max_deliver if md.max_deliver > 0 else "∞"
-        return f"run {self.run_id}: backOff [{backoff}] ackWait {wait} maxDeliver {deliver}"
+        extra = [md.concurrency_mode.value]
+        if md.ack_policy.value != "explicit":
+            extra.append(f"ackPolicy {md.ack_policy.value}")
+        if md.max_ack_pending:
+            extra.append(f"maxAckPending {md.max_ack_pending}")
+        return (
+            f"run {self.run_id}: backOff [{backoff}] ackWait {wait} maxDeliver {deliver} "
+            f"({', '.join(extra)})"
+        )
+
+    def __repr__(self) -> str:
+        return f"<LabResult {self.label}; {self.scenario.describe()}; {self.totals}>"
 
     @property
     def attempts(self) -> pd.DataFrame:
@@ -153,6 +164,8 @@ def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
                     "message": index,
                     "stream_seq": seq,
                     "attempt": ev.num_delivered,
+                    # when the delivery reached the handler: in single mode a message
+                    # can wait in the client behind a slow handler before that
                     "received_s": ev.received - result.started,
                     "settled_s": ev.time - result.started,
                     "outcome": ev.outcome.value,

@@ -19,6 +19,7 @@ import difflib
 import enum
 import html
 import re
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -408,7 +409,11 @@ class Metadata:
     # -- display ----------------------------------------------------------------
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.as_properties(reveal_secrets=False).items())
+        bare = (Kind.INT, Kind.BOOL, Kind.UNIX_TIME)
+        shown = ", ".join(
+            f"{k}={v}" if _BY_KEY[k.lower()].kind in bare else f"{k}={v!r}"
+            for k, v in self.as_properties(reveal_secrets=False).items()
+        )
         return f"Metadata({shown})"
 
     def _repr_html_(self) -> str:
@@ -475,13 +480,23 @@ def _fold_keys(properties: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
     return folded
 
 
+def _warn(message: str, category: type[Warning]) -> None:
+    """Warn at the caller's code, not ours, so Jupyter shows it (it hides library warnings)."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("jsnb."):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 def _warn_unknown(key: str) -> None:
     known = [info.key for info in _FIELDS] + ["deliverAll", "hearbeat"]
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if not close:
         close = [k for k in known if k.lower() == key.lower().replace("-", "_")]
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    warnings.warn(f"jsnb: unknown property {key!r} is ignored{hint}", UserWarning, stacklevel=4)
+    _warn(f"jsnb: unknown property {key!r} is ignored{hint}", UserWarning)
 
 
 def _shown(info: FieldInfo, value: Any) -> str:
@@ -622,18 +637,16 @@ def _apply_aliases(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> N
     if "hearbeat" in raw:
         key, value = raw["hearbeat"]
         if "heartbeat" in values:
-            warnings.warn(
+            _warn(
                 f"jsnb: {key!r} is the old misspelling of 'heartbeat'; both are set, "
                 "'heartbeat' is used",
                 DeprecationWarning,
-                stacklevel=4,
             )
         else:
             values["heartbeat"] = _parse_duration(_BY_KEY["heartbeat"], value)
-            warnings.warn(
+            _warn(
                 f"jsnb: {key!r} is deprecated (a typo fixed upstream); use 'heartbeat'",
                 DeprecationWarning,
-                stacklevel=4,
             )
     if "concurrency" in raw and "concurrency_mode" not in values:
         # upstream's metadata.yaml documents 'concurrency'; 'concurrencyMode' wins when both.
@@ -652,11 +665,7 @@ def _read_deliver_all(raw: dict[str, tuple[str, Any]], has_policy: bool) -> bool
             f"it is read as deliverPolicy {'all' if deliver_all else 'last'} "
             "unless a start option is set"
         )
-    warnings.warn(
-        f"jsnb: {key!r} is deprecated; use deliverPolicy ({effect})",
-        DeprecationWarning,
-        stacklevel=4,
-    )
+    _warn(f"jsnb: {key!r} is deprecated; use deliverPolicy ({effect})", DeprecationWarning)
     return deliver_all
 
 
@@ -664,11 +673,10 @@ def _infer_deliver_policy(values: dict[str, Any], deliver_all: bool | None) -> s
     """The original component's precedence: startTime > startSequence > deliverAll."""
     if values.get("start_time") is not None:
         if values.get("start_sequence"):
-            warnings.warn(
+            _warn(
                 "jsnb: startTime and startSequence are both set without deliverPolicy; "
                 "startTime wins (deliverPolicy time) and startSequence is ignored",
                 UserWarning,
-                stacklevel=4,
             )
             values["start_sequence"] = 0
         return DeliverPolicy.TIME
@@ -736,11 +744,10 @@ def _validate(md: Metadata) -> None:
                 key="maxDeliver",
             )
         if md.max_deliver == len(md.back_off):
-            warnings.warn(
+            _warn(
                 f"jsnb: maxDeliver {md.max_deliver} equals the number of backOff values, so "
                 "the last backOff value is never used",
                 UserWarning,
-                stacklevel=3,
             )
     if md.flow_control and md.heartbeat <= timedelta(0):
         raise MetadataError(

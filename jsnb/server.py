@@ -24,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sysconfig
@@ -256,6 +257,42 @@ def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+_WORK_PREFIX = "jsnb-nats-"
+_OWNER_FILE = "owner.pid"
+_SERVER_PID_FILE = "nats-server.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_orphans() -> None:
+    """Remove work dirs (and stop servers) left by jsnb processes that died.
+
+    A Jupyter kernel that is shut down does not run ``atexit``, so its
+    embedded server's directory would otherwise stay in the temp folder.
+    """
+    for work_dir in Path(tempfile.gettempdir()).glob(f"{_WORK_PREFIX}*"):
+        try:
+            owner = int((work_dir / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        if _alive(owner):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((work_dir / _SERVER_PID_FILE).read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if str(work_dir).encode() in cmdline:  # that pid is still our server
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 @dataclass
@@ -494,8 +531,10 @@ class NatsServer(_Lifecycle):
     def _launch(self) -> None:
         """Write the config and spawn the process; readiness is checked by the caller."""
         if self._res is None:
+            _sweep_orphans()
             # mkdtemp makes the directory 0700: the config may hold a token.
-            res = _Resources(Path(tempfile.mkdtemp(prefix="jsnb-nats-")))
+            res = _Resources(Path(tempfile.mkdtemp(prefix=_WORK_PREFIX)))
+            (res.work_dir / _OWNER_FILE).write_text(str(os.getpid()))
             self._finalizer = weakref.finalize(self, res.release)
             self._res = res
         res = self._res
@@ -515,6 +554,7 @@ class NatsServer(_Lifecycle):
                 stdout=log,
                 stderr=log,
             )
+        (res.work_dir / _SERVER_PID_FILE).write_text(str(res.process.pid))
 
     def _ready(self, deadline: float) -> bool:
         """One readiness probe; raises ``ServerError`` if the process died or time ran out."""
@@ -684,6 +724,10 @@ class LocalCluster(_Lifecycle):
     def kill_node(self, index: int) -> None:
         """SIGKILL one node, keeping its store: a crash for failover demos."""
         self.nodes[index].kill()
+
+    async def arestart_node(self, index: int, timeout: float = 10.0) -> None:
+        """:meth:`restart_node` without blocking the event loop (for notebooks)."""
+        await asyncio.to_thread(self.restart_node, index, timeout)
 
     def restart_node(self, index: int, timeout: float = 10.0) -> None:
         """Start a stopped or killed node again on its store and ports; wait until caught up.

@@ -225,3 +225,15 @@ def test_start_without_a_loop_says_how_to_poll() -> None:
 def test_rejects_settings_that_cannot_work(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="jsnb: interval"):
         ConsumerState(object(), "S", "c", **options)  # type: ignore[arg-type]
+
+
+async def test_polling_stops_when_the_component_closes(nats_server: Any) -> None:
+    ps = await JetStreamPubSub({"natsURL": nats_server.url}).init()
+    await ensure_stream(ps, "CLOSING", ["closing"])
+    sub = await ps.subscribe("closing", lambda m: None)
+    state = ConsumerState.for_subscription(sub, interval=0.05)
+    state.start()
+    await eventually(lambda: state.latest is not None)
+    await ps.close()
+    await eventually(lambda: not state.running)
+    assert "ComponentClosedError" in (state.error or "")

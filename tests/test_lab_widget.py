@@ -47,6 +47,8 @@ async def test_explicit_properties_override_the_form(nats_server: Any) -> None:
     )
     assert result.totals["dead_lettered"] == 2
     assert "lost: <b>0</b>" in lab.status.value
+    assert lab.form.controls["backOff"].value == "20ms", "the form shows what the run used"
+    assert lab.form.controls["maxDeliver"].value == 2
 
 
 async def test_button_refuses_an_invalid_form(nats_server: Any) -> None:

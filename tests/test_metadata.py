@@ -572,3 +572,16 @@ def test_credentials_in_nats_url_are_masked_for_display() -> None:
     md = Metadata.from_properties({"natsURL": "nats://alice:pa55@host:4222"})
     assert "pa55" not in repr(md) + md._repr_html_() + md.to_component_yaml()
     assert md.as_properties()["natsURL"] == "nats://alice:pa55@host:4222"
+
+
+def test_warnings_point_at_the_callers_code() -> None:
+    """Jupyter hides library warnings; ours are attributed to the user's line."""
+    with pytest.warns(DeprecationWarning) as direct:
+        parse(hearbeat="1s")
+    with pytest.warns(DeprecationWarning) as via_yaml:
+        Metadata.from_component_yaml(
+            "kind: Component\nspec:\n  type: pubsub.jetstream\n  metadata:\n"
+            f"  - {{name: natsURL, value: '{URL}'}}\n  - {{name: hearbeat, value: 1s}}\n"
+        )
+    assert {w.filename for w in direct} == {__file__}
+    assert {w.filename for w in via_yaml} == {__file__}

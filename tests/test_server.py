@@ -11,6 +11,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -350,3 +351,22 @@ async def test_jwt_with_the_wrong_seed_is_rejected(jwt_auth: JWTAuth) -> None:
             with pytest.raises(nats.errors.Error, match="Authorization Violation"):
                 async with connected(server.url, **options):
                     pass
+
+
+def test_work_dir_of_a_dead_owner_is_swept(tmp_path: Path) -> None:
+    """A kernel shut down without atexit leaves its server's dir; the next start removes it."""
+    code = (
+        "import os; from jsnb.server import NatsServer; s = NatsServer().start();"
+        "print(s._res.work_dir, flush=True); os._exit(0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    orphan = Path(out.stdout.strip())
+    server_pid = int((orphan / "nats-server.pid").read_text())
+    assert orphan.is_dir()
+    with NatsServer():
+        pass
+    assert not orphan.exists()
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):  # SIGKILL is asynchronous; the zombie is reaped by init
+            os.kill(server_pid, 0)
+            time.sleep(0.05)

@@ -144,6 +144,9 @@ class _Poller(widgets.VBox):
     async def _poll(self) -> None:
         while True:
             await self.refresh()
+            if self.error is not None and self.error.startswith("ComponentClosedError"):
+                self.stop()  # the component was closed: nothing left to poll
+                return
             await asyncio.sleep(self.interval)
 
     def _toggle(self) -> None:

@@ -134,8 +134,10 @@ class RedeliveryLab(widgets.VBox):
         """One run; *scenario* and *properties* default to what the widgets show."""
         scenario = scenario or self.scenario()
         if properties is None:
-            properties = self.form.metadata
-        md = Metadata.from_properties(properties, allow_embedded=True)
+            md = self.form.metadata
+        else:
+            md = Metadata.from_properties(properties, allow_embedded=True)
+            self.form.set_metadata(md)  # the form shows what this run used
         self.progress.max, self.progress.value = scenario.messages, 0
         self.status.value = f"running: {html.escape(scenario.describe())} ..."
         result = await run_scenario(
@@ -188,6 +190,9 @@ class RedeliveryLab(widgets.VBox):
                     "backOff": ", ".join(f"{v.total_seconds():g}s" for v in md.back_off),
                     "ackWait_s": md.ack_wait.total_seconds(),
                     "maxDeliver": md.max_deliver,
+                    "concurrencyMode": md.concurrency_mode.value,
+                    "ackPolicy": md.ack_policy.value,
+                    "maxAckPending": md.max_ack_pending,
                     "scenario": r.scenario.describe(),
                     "finished": r.finished,
                     **r.totals,
