@@ -598,10 +598,23 @@ def _parse_str(info: FieldInfo, value: Any) -> str:
     return value.strip()
 
 
+def _parse_path(info: FieldInfo, value: Any) -> str:
+    text = _parse_str(info, value)
+    if "-----BEGIN" in text or "\n" in text:
+        # Upstream's metadata.yaml shows PEM examples, but the component reads files;
+        # never echo the text: it may be a private key.
+        raise MetadataError(
+            f"jsnb: {info.key} looks like PEM text (value hidden); it must be the path of a "
+            "PEM file, e.g. '/path/to/tls.key'",
+            key=info.key,
+        )
+    return text
+
+
 _PARSERS = {
     Kind.STR: _parse_str,
     Kind.SECRET: _parse_str,
-    Kind.PATH: _parse_str,
+    Kind.PATH: _parse_path,
     Kind.NAME: _parse_str,
     Kind.INT: _parse_int,
     Kind.BOOL: _parse_bool,

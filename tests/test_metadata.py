@@ -363,6 +363,11 @@ def test_seed_page_example_loads() -> None:
         pytest.param({"domain": 3}, "domain", id="domain-not-string"),
         pytest.param({"apiPrefix": 3}, "apiPrefix", id="apiPrefix-not-string"),
         pytest.param({"tls_ca_cert": 3}, "tls_ca_cert", id="ca-not-string"),
+        pytest.param(
+            {"tls_client_cert": "/c", "tls_client_key": "-----BEGIN EC PRIVATE KEY-----\nMHc"},
+            r"tls_client_key looks like PEM text \(value hidden\)",
+            id="pem-text-instead-of-path",
+        ),
         pytest.param({"natsurl": "nats://b:1"}, "given twice", id="duplicate-key-case"),
         pytest.param({"deliverAll": "sometimes"}, "deliverAll 'sometimes'", id="bad-deliverAll"),
         pytest.param({"hearbeat": "15 seconds"}, "heartbeat: '15 seconds'", id="bad-hearbeat"),
