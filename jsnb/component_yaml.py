@@ -34,7 +34,7 @@ def _read(source: str | Path) -> tuple[str, str]:
         path = Path(source)
         try:
             return path.read_text(encoding="utf-8"), str(path)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
             raise MetadataError(f"jsnb: cannot read component file {str(path)!r}: {exc}") from None
     return source, "component YAML"
 
@@ -44,6 +44,12 @@ def _pick_component(docs: list[Any], label: str) -> dict[str, Any]:
     if not components:
         kinds = ", ".join(repr(d.get("kind")) for d in docs if isinstance(d, dict)) or "none"
         raise MetadataError(f"jsnb: {label} has no 'kind: Component' document (found kind {kinds})")
+    for component in components:
+        if "spec" in component and not isinstance(component["spec"], dict):
+            raise MetadataError(
+                f"jsnb: {label}: the Component's 'spec' must be a mapping, "
+                f"not {type(component['spec']).__name__}"
+            )
     ours = [c for c in components if (c.get("spec") or {}).get("type") == COMPONENT_TYPE]
     if len(ours) > 1:
         raise MetadataError(
@@ -76,6 +82,8 @@ def load_component_properties(source: str | Path) -> dict[str, Any]:
         raise MetadataError(f"jsnb: {label} is not valid YAML{where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise MetadataError(f"jsnb: {label} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise MetadataError(f"jsnb: {label} is not valid YAML: nested too deeply") from None
     component = _pick_component(docs, label)
     entries = component["spec"].get("metadata") or []
     if not isinstance(entries, list):

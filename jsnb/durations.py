@@ -11,6 +11,7 @@ the value as whole seconds, so ``"10"`` means ten seconds; we do the same.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
@@ -29,6 +30,19 @@ _WHOLE = re.compile(r"[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))
 _INT = re.compile(r"[+-]?\d+")
 
 
+# Go stores a duration as int64 nanoseconds: about 292 years either way.
+MAX_SECONDS = (2**63 - 1) / 1e9
+
+
+def from_seconds(seconds: float) -> timedelta:
+    """A timedelta for *seconds*, refusing what a Go duration cannot hold (and NaN)."""
+    if not math.isfinite(seconds) or abs(seconds) > MAX_SECONDS:
+        raise ValueError(
+            f"{seconds!r} seconds is out of range: a duration holds at most about 292 years"
+        )
+    return timedelta(seconds=seconds)
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse Go duration syntax (``"1h2m3.5s"``, ``"500ms"``) or bare integer seconds.
 
@@ -40,9 +54,9 @@ def parse_duration(text: str) -> timedelta:
     if _WHOLE.fullmatch(s):
         sign = -1.0 if s.startswith("-") else 1.0
         total = sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _PART.findall(s))
-        return timedelta(seconds=sign * total)
+        return from_seconds(sign * total)
     if _INT.fullmatch(s):
-        return timedelta(seconds=int(s))
+        return from_seconds(int(s))
     raise ValueError(
         f"{text!r} is not a duration: use Go syntax such as '500ms', '10s', '1m30s' "
         "(units ns, us, ms, s, m, h) or whole seconds such as '10'"

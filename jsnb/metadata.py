@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from jsnb.durations import format_duration, parse_duration
+from jsnb.durations import format_duration, from_seconds, parse_duration
 from jsnb.errors import MetadataError
 
 EMBEDDED = "embedded"
@@ -135,6 +135,7 @@ _FALSE = {"n", "no", "false", "f", "off", "0", ""}
 # nats-server rejects these in stream, durable and queue names: they become
 # parts of API subjects (upstream #1655).
 _BAD_NAME = re.compile(r"[\s.*>/\\]")
+_LAST_UNIX_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last second datetime can hold
 _BAD_QUEUE = re.compile(r"\s")
 _URL_SCHEMES = {"nats", "tls", "ws", "wss"}
 
@@ -542,13 +543,13 @@ def _parse_duration(info: FieldInfo, value: Any) -> timedelta:
         return value
     if isinstance(value, bool):
         raise _bad(info, value, "a duration such as '10s'")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, int | float):
+            return from_seconds(value)
+        if isinstance(value, str):
             return parse_duration(value)
-        except ValueError as exc:
-            raise MetadataError(f"jsnb: {info.key}: {exc}", key=info.key) from None
+    except (ValueError, OverflowError) as exc:
+        raise MetadataError(f"jsnb: {info.key}: {exc}", key=info.key) from None
     raise _bad(info, value, "a duration such as '10s'")
 
 
@@ -575,7 +576,10 @@ def _parse_unix_time(info: FieldInfo, value: Any) -> int | None:
         return int(when.timestamp())
     if isinstance(value, str) and value.strip() == "":
         return None
-    return _parse_int(info, value)
+    seconds = _parse_int(info, value)
+    if not 0 <= seconds <= _LAST_UNIX_SECOND:
+        raise _bad(info, value, "Unix seconds between 0 and 253402300799 (year 9999)")
+    return seconds
 
 
 def _parse_enum(info: FieldInfo, value: Any) -> str:

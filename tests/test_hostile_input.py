@@ -3,9 +3,7 @@ behaviour, and no message is lost.
 
 The metadata parsers are checked with hypothesis: any property map and any
 manifest text gives a valid ``Metadata`` or a ``MetadataError``, never another
-exception. Inputs that hit a known, not yet fixed, bug are pinned by the
-``xfail(strict=True)`` tests next to them (they turn red once the bug is
-fixed, to be un-marked) and are not counted against the property.
+exception.
 """
 
 from __future__ import annotations
@@ -90,41 +88,24 @@ VALID = [
 ]
 
 
-def known_bug(exc: BaseException) -> bool:
-    """An exception one of the xfail tests below already pins (see each one's reason)."""
-    text = str(exc)
-    return (
-        isinstance(exc, OverflowError)  # test_huge_or_non_finite_durations_are_metadata_errors
-        or (isinstance(exc, ValueError) and "NaN" in text)  # same
-        or (isinstance(exc, AttributeError) and "has no attribute 'get'" in text)  # non-map spec
-        or (isinstance(exc, ValueError) and "null byte" in text)  # test_nul_byte_path...
-        or isinstance(exc, RecursionError)  # test_deeply_nested_yaml_is_a_metadata_error
-    )
-
-
-def outcome(parse: Callable[[], Metadata]) -> Metadata | MetadataError | None:
-    """Metadata or MetadataError; None for a known bug; anything else fails the test."""
+def outcome(parse: Callable[[], Metadata]) -> Metadata | MetadataError:
+    """Metadata or MetadataError; anything else fails the test."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unknown or deprecated keys warn; that is fine here
         try:
             return parse()
         except MetadataError as exc:
             return exc
-        except Exception as exc:
-            if known_bug(exc):
-                return None
-            raise
 
 
 def check_valid(md: Metadata) -> None:
     """A valid Metadata round-trips through properties and YAML, and makes a consumer."""
     again = outcome(lambda: Metadata.from_properties(md.as_properties()))
-    assert again is None or again == md, md
+    assert again == md, md
     manifest = md.to_component_yaml(reveal_secrets=True)
     again = outcome(lambda: Metadata.from_component_yaml(manifest))
-    assert again is None or again == md, manifest
-    if md.start_time is None or abs(md.start_time) < 253402300800:  # see the startTime xfail
-        consumer_config(md, "orders", "_INBOX.x")
+    assert again == md, manifest
+    consumer_config(md, "orders", "_INBOX.x")
 
 
 @PROPERTY
@@ -162,7 +143,7 @@ def mutated_configs(draw: st.DrawFn) -> dict[str, Any]:
 @given(mutated_configs())
 def test_mutated_valid_configs_give_metadata_or_metadata_error(props: dict[str, Any]) -> None:
     result = outcome(lambda: Metadata.from_properties(props))
-    assert result is None or isinstance(result, Metadata | MetadataError)
+    assert isinstance(result, Metadata | MetadataError)
     if isinstance(result, Metadata):
         check_valid(result)
 
@@ -174,7 +155,7 @@ def test_mutated_valid_configs_give_metadata_or_metadata_error(props: dict[str, 
 @example("kind: Component\nspec:\n  type: pubsub.jetstream\n  metadata: {a: 1}\n")
 def test_any_text_as_component_yaml_gives_metadata_or_metadata_error(text: str) -> None:
     result = outcome(lambda: Metadata.from_component_yaml(text))
-    assert result is None or isinstance(result, Metadata | MetadataError)
+    assert isinstance(result, Metadata | MetadataError)
 
 
 YAML_VALUES = st.recursive(
@@ -212,17 +193,12 @@ def mutated_manifests(draw: st.DrawFn) -> str:
 @given(mutated_manifests())
 def test_mutated_manifests_give_metadata_or_metadata_error(text: str) -> None:
     result = outcome(lambda: Metadata.from_component_yaml(text))
-    assert result is None or isinstance(result, Metadata | MetadataError)
+    assert isinstance(result, Metadata | MetadataError)
     if isinstance(result, Metadata):
         check_valid(result)
 
 
-# The known bugs, pinned. Each should raise MetadataError naming the key.
-
-BUG_DURATION = (
-    "metadata.py _parse_duration / durations.parse_duration build timedelta(seconds=...) "
-    "unchecked: huge, infinite or NaN values raise OverflowError / ValueError, not MetadataError"
-)
+# Inputs that once escaped as other exceptions: each is a MetadataError naming the key.
 
 
 @pytest.mark.parametrize(
@@ -236,13 +212,11 @@ BUG_DURATION = (
         pytest.param({"backOff": ["1s", 10**20]}, id="backOff-entry"),
     ],
 )
-@pytest.mark.xfail(strict=True, reason=BUG_DURATION)
 def test_huge_or_non_finite_durations_are_metadata_errors(props: dict[str, Any]) -> None:
     with pytest.raises(MetadataError, match=r"jsnb: (ackWait|heartbeat|backOff)"):
         Metadata.from_properties({"natsURL": "nats://h:1", **props})
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_DURATION + " (here from a YAML '.inf')")
 def test_infinite_duration_in_a_manifest_is_a_metadata_error() -> None:
     text = SEED_YAML.read_text().replace("value: 10s", "value: .inf")
     with warnings.catch_warnings():
@@ -252,11 +226,6 @@ def test_infinite_duration_in_a_manifest_is_a_metadata_error() -> None:
 
 
 @pytest.mark.parametrize("spec", ["[1]", "just text", "42"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="component_yaml.py _pick_component calls (c.get('spec') or {}).get('type') "
-    "before checking that spec is a mapping: AttributeError",
-)
 def test_component_with_non_mapping_spec_is_a_metadata_error(spec: str) -> None:
     with pytest.raises(MetadataError, match="spec"):
         Metadata.from_component_yaml(
@@ -264,31 +233,16 @@ def test_component_with_non_mapping_spec_is_a_metadata_error(spec: str) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="component_yaml.py _read treats one-line text ending in .yaml as a path; "
-    "Path.read_text raises ValueError (not OSError) for a NUL byte, which escapes",
-)
 def test_nul_byte_path_is_a_metadata_error() -> None:
     with pytest.raises(MetadataError, match="cannot read component file"):
         Metadata.from_component_yaml("pubsub\x00.yaml")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="component_yaml.py load_component_properties: PyYAML recurses per nesting "
-    "level and raises RecursionError on deeply nested input, which is not caught",
-)
 def test_deeply_nested_yaml_is_a_metadata_error() -> None:
     with pytest.raises(MetadataError, match="YAML"):
         Metadata.from_component_yaml("[" * 5000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metadata.py _parse_unix_time accepts any integer; consumer.py consumer_config "
-    "then fails in datetime.fromtimestamp at subscribe time (ValueError 'year is out of range')",
-)
 def test_start_time_beyond_year_9999_is_a_metadata_error() -> None:
     with pytest.raises(MetadataError, match="startTime"):
         Metadata.from_properties({"natsURL": "nats://h:1", "startTime": 10**13})
