@@ -692,6 +692,8 @@ class LocalCluster(_Lifecycle):
                 while not node._ready(deadline):
                     time.sleep(_POLL_INTERVAL)
             self.wait_for_meta_leader()
+            # Clients that connect at once must find JetStream answering on every node.
+            self._wait_all_caught_up()
         except BaseException:
             self.stop()
             raise
@@ -707,6 +709,7 @@ class LocalCluster(_Lifecycle):
                 if isinstance(result, BaseException):
                     raise result
             await self.await_meta_leader()
+            await asyncio.to_thread(self._wait_all_caught_up)
         except BaseException:
             await self.astop()
             raise
@@ -737,22 +740,11 @@ class LocalCluster(_Lifecycle):
         """
         node = self.nodes[index]
         node.restart()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                status, body = _http_get(node.options.host, node._http_port, "/healthz")
-            except OSError as exc:
-                status, body = 0, str(exc).encode()
-            if status == 200:
-                return
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f"jsnb: {node.options.server_name} did not catch up within {timeout:g}s: "
-                    f"{body.decode(errors='replace')}",
-                    log=node._log_tail(),
-                )
-            # Each failed check logs a warning in the server's log: poll gently.
-            time.sleep(0.1)
+        _wait_caught_up(node, timeout)
+
+    def _wait_all_caught_up(self, timeout: float = 10.0) -> None:
+        for node in self.nodes:
+            _wait_caught_up(node, timeout)
 
     def meta_leader(self) -> str | None:
         """The meta leader's name if every running node names the same running node."""
@@ -834,3 +826,23 @@ def stop_shared_server() -> None:
         if _shared is not None:
             _shared.stop()
             _shared = None
+
+
+def _wait_caught_up(node: NatsServer, timeout: float) -> None:
+    """Wait for a node's full ``/healthz``: meta leader known, streams and consumers current."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = _http_get(node.options.host, node._http_port, "/healthz")
+        except OSError as exc:
+            status, body = 0, str(exc).encode()
+        if status == 200:
+            return
+        if time.monotonic() > deadline:
+            raise ServerError(
+                f"jsnb: {node.options.server_name} did not catch up within {timeout:g}s: "
+                f"{body.decode(errors='replace')}",
+                log=node._log_tail(),
+            )
+        # Each failed check logs a warning in the server's log: poll gently.
+        time.sleep(0.1)
