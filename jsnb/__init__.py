@@ -15,8 +15,10 @@ from jsnb.errors import (
     ComponentClosedError,
     JsnbError,
     MetadataError,
+    PayloadTooLargeError,
     ServerError,
     StreamNotFoundError,
+    StreamUnavailableError,
 )
 from jsnb.messages import (
     BulkMessageEntry,
@@ -58,9 +60,11 @@ __all__ = [
     "Metadata",
     "MetadataError",
     "Outcome",
+    "PayloadTooLargeError",
     "PublishResult",
     "ServerError",
     "StreamNotFoundError",
+    "StreamUnavailableError",
     "Subscription",
     "__version__",
     "ensure_stream",

@@ -29,6 +29,7 @@ import binascii
 import functools
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -131,7 +132,7 @@ def wrap(
     if opts.raw:
         # As upstream: an expiration needs an envelope to live in, so ttl is ignored.
         return _wrap_raw(data, opts)
-    now = datetime.now(UTC)
+    micros, now = _clock.now()
     content_type = opts.content_type
     if content_type is not None and _base_type(content_type) == CLOUDEVENT_CONTENT_TYPE:
         event = _callers_event(data, content_type)
@@ -140,7 +141,7 @@ def wrap(
         # The caller's fields win; overrides and defaults only fill the gaps.
         defaults = {"source": source, "type": EVENT_TYPE, "specversion": SPEC_VERSION}
         defaults |= opts.fields
-        defaults["time"] = _rfc3339(now)
+        defaults["time"] = now
         for key, value in defaults.items():
             if not event.get(key):
                 event[key] = value
@@ -157,12 +158,12 @@ def wrap(
             "datacontenttype": content_type,
             "topic": topic,
             "pubsubname": pubsub_name,
-            "time": _rfc3339(now),
+            "time": now,
         }
         event |= opts.fields
         event[data_field] = value
     if opts.ttl is not None:
-        event["expiration"] = _expiration(now, opts.ttl)
+        event["expiration"] = _expiration(micros, opts.ttl)
     return Outgoing(orjson.dumps(event), _event_id(event), opts.headers, CLOUDEVENT_CONTENT_TYPE)
 
 
@@ -177,18 +178,28 @@ def unwrap(payload: bytes, *, raw: bool = False) -> Incoming:
         payload: The message body.
         raw: The subscription reads raw payloads (``rawPayload=true``).
     """
-    if raw or not payload or payload[0] not in _OBJECT_START:
+    if raw:
         return Incoming(payload)
+    return Incoming(*decode(payload))
+
+
+def decode(payload: bytes) -> tuple[bytes, dict[str, Any] | None, bool]:
+    """``unwrap`` as a plain ``(data, cloud_event, expired)`` tuple: the subscriber's hot path.
+
+    Building the frozen ``Incoming`` costs a third of the unwrapping itself.
+    """
+    if not payload or payload[0] not in _OBJECT_START:
+        return payload, None, False
     try:
         event = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return Incoming(payload)
+        return payload, None, False
     if type(event) is not dict or "specversion" not in event or "id" not in event:
-        return Incoming(payload)
+        return payload, None, False
     data = _event_data(event)
     if data is None:
-        return Incoming(payload)
-    return Incoming(data, event, _has_expired(event))
+        return payload, None, False
+    return data, event, _has_expired(event)
 
 
 def _parse_metadata(metadata: Mapping[str, str]) -> _Options:
@@ -239,14 +250,39 @@ def _parse_ttl(value: str) -> int | None:
     return seconds
 
 
-def _expiration(now: datetime, ttl: int) -> str:
+def _expiration(micros: int, ttl: int) -> str:
     try:
-        return _rfc3339(now + timedelta(seconds=ttl))
+        return _rfc3339(_EPOCH + timedelta(seconds=ttl, microseconds=micros))
     except OverflowError:
         raise MetadataError(
             f"jsnb: ttlInSeconds '{ttl}' is not valid: the expiration falls after year 9999",
             key="ttlInSeconds",
         ) from None
+
+
+class _Clock:
+    """The current UTC time as RFC 3339 text with microseconds, cheaply.
+
+    ``datetime.now(UTC).isoformat()`` costs over a microsecond, a fifth of
+    ``wrap``; the date and time of day change once a second, so they are cached.
+    """
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")  # one tuple: safe across threads
+
+    def now(self) -> tuple[int, str]:
+        """Microseconds since the epoch, and the same moment as ``2026-11-27T02:05:48.123456Z``."""
+        micros = time.time_ns() // 1000  # floored, as datetime.now() does
+        second, fraction = divmod(micros, 1_000_000)
+        cached, text = self._second
+        if second != cached:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return micros, f"{text}.{fraction:06d}Z"
+
+
+_clock = _Clock()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _new_id() -> str:

@@ -31,6 +31,8 @@ log = logging.getLogger("jsnb")
 # nats-py's outbound buffer (2 MiB by default) overflows on large bulk
 # publishes; a larger one lets the pipelined path run without stalls.
 PENDING_SIZE = 64 * 1024 * 1024
+# Acks a bulk publish keeps in flight (nats-py's publish_async default).
+PUBLISH_ASYNC_MAX_PENDING = 4000
 RECONNECT_WAIT = 1.0
 CONNECT_DEADLINE = 10.0
 
@@ -199,7 +201,7 @@ async def connect(
     # nats-py retries a failing *first* connect forever when this is -1, so it is
     # only set once connected; nats-py reads it afresh at every reconnect.
     nc.options["max_reconnect_attempts"] = -1
-    js = nc.jetstream(prefix=api_prefix(md))
+    js = nc.jetstream(prefix=api_prefix(md), publish_async_max_pending=PUBLISH_ASYNC_MAX_PENDING)
     try:
         await js.account_info()
     except (

@@ -45,3 +45,14 @@ class ServerError(JsnbError):
 
 class StreamNotFoundError(JsnbError, LookupError):
     """No JetStream stream captures the subject; streams are never auto-created."""
+
+
+class StreamUnavailableError(JsnbError, ConnectionError):
+    """A stream captures the subject but nobody answered: no leader, or its servers are down.
+
+    Retriable: publish again with the same ``cloudevent.id`` and it is stored once.
+    """
+
+
+class PayloadTooLargeError(JsnbError, ValueError):
+    """The encoded message (with its CloudEvent envelope) exceeds the server's max_payload."""

@@ -20,6 +20,7 @@ import asyncio
 import html
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -29,8 +30,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from jsnb.cloudevents import wrap
-from jsnb.connection import api_prefix, auth_method, connect
-from jsnb.errors import ComponentClosedError, JsnbError, StreamNotFoundError
+from jsnb.connection import PUBLISH_ASYNC_MAX_PENDING, api_prefix, auth_method, connect
+from jsnb.errors import (
+    ComponentClosedError,
+    JsnbError,
+    PayloadTooLargeError,
+    StreamNotFoundError,
+    StreamUnavailableError,
+)
 from jsnb.messages import (
     BulkMessageEntry,
     BulkPublishFailure,
@@ -40,13 +47,12 @@ from jsnb.messages import (
     PublishResult,
 )
 from jsnb.metadata import Metadata
-from jsnb.streams import no_stream_message
+from jsnb.streams import no_stream_message, stream_for_subject
 from jsnb.subscription import BulkHandler, Handler, Listener, Subscription
 
 log = logging.getLogger("jsnb")
 
 PUBLISH_TIMEOUT = 5.0  # upstream waits 5 s for each PubAck
-BULK_IN_FLIGHT = 4000  # nats-py's publish_async default cap
 _BAD_TOPIC = re.compile(r"(^\.|\.$|\.\.|[\s*>])")
 
 
@@ -94,6 +100,7 @@ class JetStreamPubSub:
         self._listeners: list[Listener] = []
         self._closed = False
         self._close_lock = asyncio.Lock()
+        self._recoveries: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -129,6 +136,8 @@ class JetStreamPubSub:
             if self._closed:
                 return
             self._closed = True
+            for task in list(self._recoveries):
+                task.cancel()
             for sub in list(self._subs):
                 await sub.unsubscribe(timeout=timeout)
             if self._nc is not None and not self._nc.is_closed:
@@ -139,11 +148,12 @@ class JetStreamPubSub:
                     await self._nc.close()
 
     async def _on_reconnected(self) -> None:
+        # In tasks: nats-py awaits this callback before it resumes normal work, and a
+        # recovery may have to wait out a leader election.
         for sub in list(self._subs):
-            try:
-                await sub._recover()
-            except Exception as exc:
-                log.warning("jsnb: could not recover subscription %s: %s", sub.topic, exc)
+            task = asyncio.create_task(sub._recover_until_done())
+            self._recoveries.add(task)
+            task.add_done_callback(self._recoveries.discard)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -202,8 +212,40 @@ class JetStreamPubSub:
                 topic, out.payload, timeout=self.publish_timeout, headers=headers or None
             )
         except nats.js.errors.NoStreamResponseError:
-            raise StreamNotFoundError(no_stream_message(topic)) from None
+            raise await self._no_answer(topic) from None
+        except nats.errors.MaxPayloadError:
+            raise self._too_large(topic, len(out.payload)) from None
         return PublishResult(ack.stream, ack.seq, bool(ack.duplicate), out.msg_id)
+
+    async def _no_answer(self, topic: str) -> JsnbError:
+        """Nobody answered a publish: tell a missing stream from a leaderless one.
+
+        Both reach nats-py as "no responders"; in a cluster the second happens
+        during every leader election.
+        """
+        try:
+            stream = await stream_for_subject(self.nc, self.api_prefix, topic, timeout=2.0)
+        except StreamNotFoundError as exc:
+            if "several streams" in str(exc):
+                return exc
+            return StreamNotFoundError(no_stream_message(topic))
+        except Exception as exc:  # the API itself is unreachable: say so, not "missing"
+            return StreamUnavailableError(
+                f"jsnb: no JetStream answer for subject {topic!r} ({exc}); the server may be "
+                "restarting. Retry with the same cloudevent.id: it is stored once"
+            )
+        return StreamUnavailableError(
+            f"jsnb: stream {stream!r} captures subject {topic!r} but did not answer: it has no "
+            "leader right now (an election, or its servers are down). Retry with the same "
+            "cloudevent.id: it is stored once"
+        )
+
+    def _too_large(self, topic: str, size: int) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"jsnb: the message for {topic!r} is {size} bytes as sent (with its CloudEvent "
+            f"envelope, headers not counted), over the server's max_payload of "
+            f"{self.nc.max_payload} bytes"
+        )
 
     async def bulk_publish(
         self,
@@ -217,12 +259,13 @@ class JetStreamPubSub:
         check_topic(topic)
         failures: list[BulkPublishFailure] = []
         pending: list[tuple[str, str | None, asyncio.Future[api.PubAck]]] = []
+        in_flight: deque[asyncio.Future[api.PubAck]] = deque()  # ours, oldest first
         for entry in entries:
-            meta = dict(metadata or {})
-            if entry.metadata:
-                meta.update(entry.metadata)
-            if entry.content_type:
-                meta["contentType"] = entry.content_type
+            meta = metadata
+            if entry.metadata or entry.content_type:
+                meta = {**(metadata or {}), **(entry.metadata or {})}
+                if entry.content_type:
+                    meta["contentType"] = entry.content_type
             try:
                 out = wrap(
                     entry.event,
@@ -234,37 +277,67 @@ class JetStreamPubSub:
                 headers = out.headers
                 if out.msg_id:
                     headers = {**headers, "Nats-Msg-Id": out.msg_id}
+                stall = None
+                if js.publish_async_pending() >= PUBLISH_ASYNC_MAX_PENDING:
+                    stall = await self._wait_for_room(js, in_flight)
                 future = await js.publish_async(
-                    topic, out.payload, headers=headers or None, wait_stall=self.publish_timeout
+                    topic, out.payload, headers=headers or None, wait_stall=stall
                 )
             except Exception as exc:
+                if isinstance(exc, nats.errors.MaxPayloadError):
+                    exc = self._too_large(topic, len(out.payload))
                 failures.append(BulkPublishFailure(entry.entry_id, exc))
                 continue
             pending.append((entry.entry_id, out.msg_id, future))
+            in_flight.append(future)
         results: dict[str, PublishResult] = {}
-        if pending:
-            _, not_done = await asyncio.wait(
-                [f for _, _, f in pending], timeout=self.publish_timeout
-            )
+        not_done: set[asyncio.Future[api.PubAck]] = set()
+        # Most acks came in while publishing; wait only for the rest.
+        waiting = [f for _, _, f in pending if not f.done()]
+        if waiting:
+            _, not_done = await asyncio.wait(waiting, timeout=self.publish_timeout)
             for future in not_done:
                 future.cancel()
-            for entry_id, msg_id, future in pending:
-                if future in not_done:
-                    failures.append(
-                        BulkPublishFailure(
-                            entry_id, TimeoutError(f"no ack within {self.publish_timeout}s")
-                        )
+        no_answer: JsnbError | None = None
+        for entry_id, msg_id, future in pending:
+            if future in not_done:
+                failures.append(
+                    BulkPublishFailure(
+                        entry_id, TimeoutError(f"no ack within {self.publish_timeout}s")
                     )
-                    continue
-                exc = future.exception()
-                if isinstance(exc, nats.js.errors.NoStreamResponseError):
-                    exc = StreamNotFoundError(no_stream_message(topic))
-                if exc is not None:
-                    failures.append(BulkPublishFailure(entry_id, exc))
-                    continue
+                )
+                continue
+            exc = future.exception()
+            if exc is None:
                 ack = future.result()
                 results[entry_id] = PublishResult(ack.stream, ack.seq, bool(ack.duplicate), msg_id)
+                continue
+            if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                if no_answer is None:
+                    no_answer = await self._no_answer(topic)
+                exc = no_answer
+            failures.append(BulkPublishFailure(entry_id, exc))
         return BulkPublishResponse(failed_entries=failures, results=results)
+
+    async def _wait_for_room(
+        self, js: JetStreamContext, in_flight: deque[asyncio.Future[api.PubAck]]
+    ) -> float | None:
+        """Wait, up to the publish timeout, until fewer acks are in flight than allowed.
+
+        Returns None once there is room, else the stall time left for nats-py's
+        ``wait_stall``. Waiting for our oldest ack costs a timer per full window;
+        ``wait_stall`` alone would cost a task, and a socket write, per message.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
+        while js.publish_async_pending() >= PUBLISH_ASYNC_MAX_PENDING:
+            while in_flight and in_flight[0].done():
+                in_flight.popleft()
+            left = deadline - loop.time()
+            if not in_flight or left <= 0:
+                return max(left, 0.0)  # the window is someone else's, or time is up
+            await asyncio.wait([in_flight[0]], timeout=left)
+        return None
 
     # -- subscribe ---------------------------------------------------------------------
 
@@ -361,7 +434,11 @@ class JetStreamPubSub:
         url = (
             self.server.url
             if self.server is not None
-            else (self.metadata.nats_url if self.metadata else "?")
+            else (
+                self.metadata.as_properties(reveal_secrets=False)["natsURL"]
+                if self.metadata
+                else "?"
+            )
         )
         auth = auth_method(self.metadata) if self.metadata else "?"
         return (
@@ -373,7 +450,11 @@ class JetStreamPubSub:
         url = (
             self.server.url + " (embedded)"
             if self.server is not None
-            else (self.metadata.nats_url if self.metadata else "-")
+            else (
+                self.metadata.as_properties(reveal_secrets=False)["natsURL"]
+                if self.metadata
+                else "-"
+            )
         )
         rows = {
             "state": self._state(),

@@ -197,13 +197,6 @@ async def _all_acked(sub: object, n: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="pubsub.py publish turns nats-py's NoStreamResponseError (no responders) into "
-    "StreamNotFoundError 'no JetStream stream captures subject ... create one first'; in a "
-    "cluster no responders also means the stream exists but has no leader (its node is down "
-    "or a leader is being elected), so users are told to create a stream that exists",
-)
 async def test_publish_to_a_stream_whose_node_is_down_does_not_claim_it_is_missing(
     cluster: LocalCluster,
 ) -> None:

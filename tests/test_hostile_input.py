@@ -32,6 +32,7 @@ from jsnb import (
     Metadata,
     MetadataError,
     Outcome,
+    PayloadTooLargeError,
     ensure_stream,
 )
 from jsnb.cloudevents import unwrap
@@ -323,29 +324,23 @@ async def test_payload_over_max_payload_fails_alone(small_server: NatsServer) ->
         await ensure_stream(ps, "SMALL", ["small"])
         got: list[Message] = []
         await ps.subscribe("small", got.append, metadata=RAW)
-        with pytest.raises(nats.errors.MaxPayloadError, match="maximum payload exceeded"):
+        with pytest.raises(PayloadTooLargeError, match=r"2000 bytes .* max_payload of 1024"):
             await ps.publish("small", b"x" * 2000, metadata=RAW)
         # 900 bytes fit the server's limit, but not inside a CloudEvent envelope.
-        with pytest.raises(nats.errors.MaxPayloadError):
+        with pytest.raises(PayloadTooLargeError, match="CloudEvent envelope"):
             await ps.publish("small", b"y" * 900)
         await ps.publish("small", b"z" * 900, metadata=RAW)
         entries = [BulkMessageEntry(str(i), b"%d" % i) for i in range(5)]
         entries.insert(2, BulkMessageEntry("big", b"x" * 5000))
         resp = await ps.bulk_publish("small", entries, metadata=RAW)
         assert [f.entry_id for f in resp.failed_entries] == ["big"]
-        assert isinstance(resp.failed_entries[0].error, nats.errors.MaxPayloadError)
+        assert isinstance(resp.failed_entries[0].error, PayloadTooLargeError)
         await eventually(lambda: len(got) == 6)
         assert [m.data for m in got] == [b"z" * 900, b"0", b"1", b"2", b"3", b"4"]
         assert ps.nc.is_connected
         await ps.ping()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pubsub.py publish / bulk_publish pass nats-py's MaxPayloadError through: "
-    "'nats: maximum payload exceeded' names neither the size after the CloudEvent "
-    "envelope nor the server's max_payload",
-)
 async def test_payload_over_max_payload_error_names_size_and_limit(
     small_server: NatsServer,
 ) -> None:
@@ -505,14 +500,6 @@ async def test_odd_handler_return_values_mean_success(ps: JetStreamPubSub) -> No
         pytest.param(
             "single",
             id="single",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="subscription.py: the handler call (in _process_one) catches Exception "
-                "only; a handler raising "
-                "asyncio.CancelledError (e.g. awaiting a task someone cancelled) escapes "
-                "_on_msg and ends nats-py's message task: the subscription stays 'active' "
-                "but never delivers again",
-            ),
         ),
     ],
 )

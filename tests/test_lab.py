@@ -16,18 +16,18 @@ def assert_delays_match(result: Any) -> None:
     assert not redeliveries.empty
     for row in redeliveries.itertuples():
         want = row.predicted_delay_s
-        assert want * 0.8 - 0.02 <= row.observed_delay_s <= want + 1.0, row
+        assert want * 0.8 - 0.02 <= row.observed_delay_s <= want * 1.5 + 0.15, row
 
 
 async def test_backoff_run_matches_prediction(nats_server: Any) -> None:
-    props = {"backOff": "100ms, 400ms", "maxDeliver": 5}
+    props = {"backOff": "100ms, 1s", "maxDeliver": 5}
     result = await run_scenario(nats_server.url, props, Scenario(messages=4, fail_times=2))
     assert result.finished
     assert result.totals["lost"] == 0 and result.totals["acked"] == 4
     assert result.totals["attempts"] == 12 and result.totals["redelivered"] == 8
     df = result.attempts
     assert list(df.groupby("message")["attempt"].max()) == [3, 3, 3, 3]
-    assert sorted(df["predicted_delay_s"].dropna().unique()) == [0.1, 0.4]
+    assert sorted(df["predicted_delay_s"].dropna().unique()) == [0.1, 1.0]
     assert_delays_match(result)
 
 

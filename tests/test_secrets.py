@@ -147,12 +147,6 @@ def _bad_metadata(url: str, auth: Auth) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pubsub.py JetStreamPubSub.__repr__ and _repr_html_ show metadata.nats_url as "
-    "is, so a password in its userinfo (nats://user:password@host) is displayed; "
-    "Metadata's own views mask it (metadata._strip_userinfo)",
-)
 async def test_credentials_in_the_url_are_not_shown(tmp_path: Path) -> None:
     password = "pw-5d1e-never-shown"
     users = f'authorization {{ user: "app", password: "{password}" }}'
