@@ -324,5 +324,5 @@ def timeline_figure(results: list[LabResult], axes: list[Any] | None = None) -> 
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the data
     return fig

@@ -431,7 +431,7 @@ class Metadata:
                 style = "" if value == info.default else ' style="font-weight:bold"'
                 rows.append(
                     f"<tr><td><code>{info.key}</code></td><td{style}>{html.escape(shown)}</td>"
-                    f"<td>{html.escape(info.help)}</td></tr>"
+                    f"<td style='text-align:left'>{html.escape(info.help)}</td></tr>"
                 )
         return (
             '<table class="jsnb-metadata"><thead><tr><th>key</th><th>value</th>'

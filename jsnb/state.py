@@ -40,7 +40,7 @@ class Record(dict[str, Any]):
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
-            f"<td>{html.escape(str(v))}</td></tr>"
+            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
             for k, v in self.items()
         )
         return f"<table class='jsnb-record'>{rows}</table>"

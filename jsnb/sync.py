@@ -43,7 +43,6 @@ import concurrent.futures
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -104,24 +103,14 @@ def _make_reentrant(loop: asyncio.AbstractEventLoop) -> None:
     nest-asyncio2 is the maintained fork: under ipykernel 7 it defers the
     steps of cells queued behind the blocking call, where the original
     nest-asyncio raises "cannot enter context" and drops those cells (tested
-    in tests/test_sync.py). Both mark a patched loop ``_nest_patched``, so a
-    loop already patched, by us or by the user, is left alone.
+    in tests/test_sync.py). A loop already patched (``_nest_patched``, by us
+    or by the user) is left alone.
     """
     if hasattr(loop, "_nest_patched"):
         return
-    try:
-        import nest_asyncio2 as nest_asyncio
-    except ImportError:
-        import nest_asyncio
+    import nest_asyncio2
 
-        warnings.warn(
-            "jsnb: nest-asyncio2 is not installed, so the original nest-asyncio makes the "
-            "loop re-entrant; under ipykernel 7 it drops cells queued behind a blocking "
-            "call (Run All). `pip install nest-asyncio2` to fix that",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    nest_asyncio.apply(loop)
+    nest_asyncio2.apply(loop)
 
 
 def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:

@@ -8,6 +8,7 @@ shared_server                 one server for the session, for tests that only ne
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,3 +37,8 @@ def shared_server() -> Iterator[NatsServer]:
     """One server for the whole run: use unique stream names, and never stop it."""
     with NatsServer(server_name="jsnb-shared") as server:
         yield server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Notebook kernels inherit this environment: make them use their own embedded server."""
+    os.environ.pop("JSNB_NATS_URL", None)

@@ -337,3 +337,10 @@ def test_secrets_appear_only_in_password_boxes(secret_form: ConfigForm) -> None:
     edit(secret_form, ("ackWait", "1s"))
     assert "token=******" in secret_form.summary.value
     assert not any(secret in repr(secret_form) for secret in SECRETS.values())
+
+
+def test_the_section_holding_an_error_opens() -> None:
+    form = ConfigForm({"natsURL": "nats://127.0.0.1:4222"})
+    assert form.sections.titles[form.sections.selected_index] == "connection"
+    form.controls["ackWait"].value = "soon"
+    assert form.sections.titles[form.sections.selected_index] == "retry"

@@ -182,25 +182,6 @@ def test_plain_script_with_embedded_server(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and "Warning" not in done.stderr
 
 
-def test_without_nest_asyncio2_the_original_serves_with_a_warning() -> None:
-    code = textwrap.dedent(
-        """
-        import asyncio, sys
-        sys.modules["nest_asyncio2"] = None  # as if not installed
-        from jsnb.sync import run
-
-        async def main():
-            return run(asyncio.sleep(0, "nested"))
-
-        print(asyncio.run(main()))
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "nested\n"
-    assert "RuntimeWarning: jsnb: nest-asyncio2 is not installed" in done.stderr
-
-
 # -- a real kernel: the kernel's loop, made re-entrant on the first sync call --------
 
 KERNEL_CELLS = [

@@ -198,7 +198,13 @@ class ConfigForm(widgets.VBox):
             if rows:
                 titles.append(group)
                 pages.append(widgets.VBox(rows))
+        self._groups = titles
         return widgets.Accordion(children=pages, titles=tuple(titles), selected_index=0)
+
+    def open_section(self, group: str) -> None:
+        """Expand one section (connection, auth, consumer, delivery or retry) if shown."""
+        if group in self._groups:
+            self.sections.selected_index = self._groups.index(group)
 
     def _row(self, info: FieldInfo) -> widgets.HBox:
         control, label = self.controls[info.key], self.error_labels[info.key]
@@ -302,6 +308,9 @@ class ConfigForm(widgets.VBox):
     def _render(self, notes: Sequence[str], message: str = "") -> None:
         for key, label in self.error_labels.items():
             label.value = _error_html(self._errors[key]) if key in self._errors else ""
+        shown_errors = [k for k in self._errors if k in self.controls]
+        if shown_errors:  # open the section holding the first error, so it is seen
+            self.open_section(Metadata.field_info(shown_errors[0]).group)
         if self._errors:
             lines = [_error_html(m) for m in self._errors.values()]
         else:

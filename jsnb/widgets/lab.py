@@ -61,6 +61,7 @@ class RedeliveryLab(widgets.VBox):
         self.nats_url = nats_url
         self.results: list[LabResult] = []
         self.form = ConfigForm(metadata if metadata is not None else DEFAULTS, keys=LAB_KEYS)
+        self.form.open_section("retry")
         style = {"description_width": "9em"}
         self.messages = widgets.BoundedIntText(
             5, min=1, max=500, description="messages", style=style
@@ -103,7 +104,9 @@ class RedeliveryLab(widgets.VBox):
         self._show_behaviour()
         super().__init__(
             children=[
-                widgets.HBox([self.form, self.scenario_box]),
+                widgets.HBox(
+                    [self.form, self.scenario_box], layout=widgets.Layout(flex_flow="row wrap")
+                ),
                 widgets.HBox([self.run_button, self.progress]),
                 self.status,
                 self.totals,
@@ -209,7 +212,7 @@ class RedeliveryLab(widgets.VBox):
         last = self.results[-1]
         state = "finished" if last.finished else "timed out (pending messages stay on the server)"
         self.status.value = f"run {last.run_id} {state}; lost: <b>{last.totals['lost']}</b>"
-        self.totals.value = self.comparison().tail(6).to_html(index=False)
+        self.totals.value = _scrollable(self.comparison().tail(6).to_html(index=False, border=0))
         fig = timeline_figure(self.results[-2:])
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=90)
@@ -222,4 +225,10 @@ class RedeliveryLab(widgets.VBox):
             if more
             else ""
         )
-        self.attempts_view.value = shown.to_html(index=False, float_format="%.3f", na_rep="") + note
+        table = shown.to_html(index=False, float_format="%.3f", na_rep="", border=0)
+        self.attempts_view.value = _scrollable(table) + note
+
+
+def _scrollable(table_html: str) -> str:
+    """A wide table inside an HTML widget: compact lines, its own horizontal scrollbar."""
+    return f"<div style='overflow-x:auto;line-height:1.3;font-size:12px'>{table_html}</div>"

@@ -226,7 +226,7 @@ class MessageTable(widgets.VBox):
                 rows.append(_row_html(event))
                 if len(rows) == self.shown_rows:
                     break
-        head = "".join(f"<th style='text-align:left'>{h}</th>" for h in _HEADERS)
+        head = "".join(f"<th style='text-align:left;white-space:nowrap'>{h}</th>" for h in _HEADERS)
         body = "".join(rows) or f"<tr><td colspan='{len(_HEADERS)}'><i>no events</i></td></tr>"
         return (
             "<table class='jsnb-messages' style='font-family:monospace;font-size:12px'>"
@@ -246,19 +246,26 @@ def _row_html(event: DeliveryEvent) -> str:
         event.consumer_seq,
         event.num_delivered,
     )
-    after = (
-        f"{event.duration * 1000:.1f}",
-        event.preview.decode("utf-8", "replace"),
-        event.error or "",
-    )
+    error = html.escape(event.error or "")
     return (
         "<tr>"
         + "".join(_td(c) for c in before)
-        + f"<td style='color:{color}'>{html.escape(outcome)}</td>"
-        + "".join(_td(c) for c in after)
+        + f"<td style='color:{color};{_NOWRAP}'>{html.escape(outcome)}</td>"
+        + _td(f"{event.duration * 1000:.1f}")
+        + _td(event.preview.decode("utf-8", "replace"), clip="16em")
+        # long errors are clipped; the whole text is in the cell's tooltip
+        + f"<td title='{error}' style='{_NOWRAP};{_clip('28em')}'>{error}</td>"
         + "</tr>"
     )
 
 
-def _td(value: object) -> str:
-    return f"<td>{html.escape(str(value))}</td>"
+_NOWRAP = "white-space:nowrap"
+
+
+def _clip(width: str) -> str:
+    return f"max-width:{width};overflow:hidden;text-overflow:ellipsis"
+
+
+def _td(value: object, *, clip: str | None = None) -> str:
+    style = _NOWRAP + (";" + _clip(clip) if clip else "")
+    return f"<td style='{style}'>{html.escape(str(value))}</td>"
