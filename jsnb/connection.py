@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
+from nats.aio.client import Client, Server
 from nats.js import JetStreamContext
 
 from jsnb.errors import JsnbError, MetadataError
@@ -33,7 +34,8 @@ log = logging.getLogger("jsnb")
 PENDING_SIZE = 64 * 1024 * 1024
 # Acks a bulk publish keeps in flight (nats-py's publish_async default).
 PUBLISH_ASYNC_MAX_PENDING = 4000
-RECONNECT_WAIT = 1.0
+RECONNECT_WAIT = 0.25
+RECONNECT_MAX_WAIT = 5.0
 CONNECT_DEADLINE = 10.0
 
 
@@ -118,6 +120,20 @@ def _jwt_callbacks(md: Metadata) -> dict[str, Any]:
     return {"user_jwt_cb": lambda: jwt, "signature_cb": sign}
 
 
+def reconnect_backoff(servers: list[Server], _info: dict[str, Any]) -> tuple[Server, float]:
+    """nats-py's reconnect hook: the least-tried server, after an exponential pause.
+
+    The first try of a server is at once (a cluster peer usually answers); each
+    failure doubles the pause up to RECONNECT_MAX_WAIT, with jitter so many
+    clients do not return in step after an outage.
+    """
+    server = min(servers, key=lambda s: s.reconnects)
+    if server.reconnects == 0:
+        return server, 0.0
+    pause = min(RECONNECT_WAIT * 2 ** (server.reconnects - 1), RECONNECT_MAX_WAIT)
+    return server, pause * random.uniform(0.8, 1.2)
+
+
 def connect_options(md: Metadata, servers: list[str]) -> dict[str, Any]:
     """Keyword arguments for ``nats.connect``, without any callbacks."""
     options: dict[str, Any] = {
@@ -127,6 +143,7 @@ def connect_options(md: Metadata, servers: list[str]) -> dict[str, Any]:
         # Fail fast on the first connect; connect() switches to "forever" once up.
         "max_reconnect_attempts": 1,
         "reconnect_time_wait": RECONNECT_WAIT,
+        "reconnect_to_server_handler": reconnect_backoff,
         "connect_timeout": 2,
         "pending_size": PENDING_SIZE,
     }
