@@ -260,7 +260,36 @@ class Subscription:
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
 
-    def _emit(self, event: DeliveryEvent) -> None:
+    def _report(
+        self,
+        msg: Msg,
+        message: Message,
+        outcome: Outcome,
+        delay: float | None,
+        duration: float,
+        error: BaseException | None,
+        received: float,
+    ) -> None:
+        """Tell every listener what became of this delivery."""
+        d = message.delivery
+        # Positional, in field order (time, topic, subject, stream_seq, consumer_seq,
+        # num_delivered, outcome, delay, duration, error, preview, consumer, received):
+        # keywords cost a third more per event.
+        event = DeliveryEvent(
+            time.time(),
+            self.topic,
+            msg.subject,
+            d.stream_seq,
+            d.consumer_seq,
+            d.num_delivered,
+            outcome,
+            delay,
+            duration,
+            None if error is None else f"{type(error).__name__}: {error}",
+            message.data[:PREVIEW_BYTES],
+            self.consumer,
+            received,
+        )
         for listener in (*self._listeners, *self._owner._listeners):
             try:
                 listener(event)
@@ -359,15 +388,19 @@ class Subscription:
             if _being_cancelled():
                 raise
             error = exc  # the handler awaited something that was cancelled: a failure
-        if error is None and self._ack_each and not (self._listeners or self._owner._listeners):
-            # The usual case, without _settle's bookkeeping: an ack, nothing to report.
+        duration = time.perf_counter() - start
+        if error is None and self._ack_each:
+            # The usual case, without _settle's branches.
             self.acked += 1
             try:
                 await msg.ack()
             except nats.errors.Error as exc:
                 self._settle_failed(msg, message, exc)
+                return
+            if self._listeners or self._owner._listeners:
+                self._report(msg, message, Outcome.ACK, None, duration, None, received)
             return
-        await self._settle(msg, message, error, time.perf_counter() - start, received)
+        await self._settle(msg, message, error, duration, received)
 
     async def _settle(
         self,
@@ -399,26 +432,7 @@ class Subscription:
             self._settle_failed(msg, message, exc)
             return
         if self._listeners or self._owner._listeners:
-            self._emit(
-                # Positional, in field order (time, topic, subject, stream_seq,
-                # consumer_seq, num_delivered, outcome, delay, duration, error, preview,
-                # consumer, received): keywords cost a third more per event.
-                DeliveryEvent(
-                    time.time(),
-                    self.topic,
-                    msg.subject,
-                    d.stream_seq,
-                    d.consumer_seq,
-                    d.num_delivered,
-                    outcome,
-                    delay,
-                    duration,
-                    None if error is None else f"{type(error).__name__}: {error}",
-                    message.data[:PREVIEW_BYTES],
-                    self.consumer,
-                    received,
-                )
-            )
+            self._report(msg, message, outcome, delay, duration, error, received)
 
     def _settle_failed(self, msg: Msg, message: Message, exc: Exception) -> None:
         # The connection went away: the server will redeliver after ackWait.

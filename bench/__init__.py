@@ -1,0 +1,1 @@
+"""jsnb's benchmark suite: ``python -m bench`` (see bench/README.md)."""
