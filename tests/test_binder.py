@@ -48,8 +48,7 @@ def test_requirements_install_the_project_with_the_lab() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(420)  # a cold pip cache downloads JupyterLab; warm, it takes ~1 min
 def test_quickstart_runs_in_the_binder_environment(tmp_path: Path) -> None:
-    if not QUICKSTART.exists():
-        pytest.skip(f"{QUICKSTART.name} is not written yet")
+    assert QUICKSTART.exists()
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
