@@ -212,7 +212,7 @@ def _parse_metadata(metadata: Mapping[str, str]) -> _Options:
             if value:
                 opts.fields[name] = value
         elif folded == "rawpayload":
-            opts.raw = _parse_raw(value)
+            opts.raw = parse_raw_payload(value)
         elif folded == "contenttype":
             opts.content_type = value or None
         elif folded == "ttlinseconds":
@@ -226,7 +226,8 @@ def _parse_metadata(metadata: Mapping[str, str]) -> _Options:
     return opts
 
 
-def _parse_raw(value: str) -> bool:
+def parse_raw_payload(value: str) -> bool:
+    """The ``rawPayload`` flag, read as Dapr reads it (Go's ParseBool, any case)."""
     text = value.strip().lower()
     if text in _TRUE:
         return True

@@ -25,7 +25,7 @@ from nats.aio.client import Client, Server
 from nats.js import JetStreamContext
 
 from jsnb.errors import JsnbError, MetadataError
-from jsnb.metadata import Metadata
+from jsnb.metadata import Metadata, hide_userinfo
 
 log = logging.getLogger("jsnb")
 
@@ -177,7 +177,7 @@ async def connect(
     Raises ``ConnectError`` naming the URL (never credentials) and the auth method.
     """
     urls = servers or [u.strip() for u in md.nats_url.split(",") if u.strip()]
-    shown = ", ".join(_hide_userinfo(u) for u in urls)
+    shown = ", ".join(hide_userinfo(u) for u in urls)
     options = connect_options(md, urls)
     errors: list[Exception] = []
 
@@ -241,13 +241,6 @@ async def _discard(nc: Client) -> None:
         await nc.close()
     except Exception as exc:
         log.debug("jsnb: closing a failed connection: %s", exc)
-
-
-def _hide_userinfo(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.rpartition("://")
-        return f"{scheme}://***@{rest.split('@', 1)[1]}" if scheme else "***@" + url.split("@")[1]
-    return url
 
 
 def _explain(exc: Exception, errors: list[Exception], shown: str, method: str) -> str:

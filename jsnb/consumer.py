@@ -13,6 +13,7 @@ durable consumer and naming exactly which fields cannot be changed.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,15 +161,21 @@ def describe_conflict(durable: str, stream: str, fixed: dict[str, tuple[Any, Any
     )
 
 
-def nak_delay(md: Metadata, num_delivered: int) -> float:
+def backoff_at(backoff: Sequence[float], attempt: int) -> float:
+    """backOff's seconds for delivery *attempt* (1-based); the last value repeats."""
+    return backoff[min(max(attempt, 1), len(backoff)) - 1]
+
+
+def nak_delay(md: Metadata, num_delivered: int, server_backoff: Sequence[float] = ()) -> float:
     """Seconds to wait before redelivering a failed delivery (0 = at once).
 
-    backOff's value for this attempt (the last one repeats), else ackWait,
-    else immediately. Upstream always uses ackWait here, ignoring backOff.
+    backOff's value for this attempt, else ackWait, else immediately; the
+    server's backOff (a durable may carry one the metadata lacks) comes first.
+    Upstream always uses ackWait here, ignoring backOff.
     """
-    if md.back_off:
-        index = min(max(num_delivered, 1), len(md.back_off)) - 1
-        return md.back_off[index].total_seconds()
+    backoff = server_backoff or [v.total_seconds() for v in md.back_off]
+    if backoff:
+        return backoff_at(backoff, num_delivered)
     return md.ack_wait.total_seconds()
 
 

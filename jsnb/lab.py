@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jsnb.consumer import backoff_at
 from jsnb.messages import DeliveryEvent, Message, Outcome
 from jsnb.metadata import Metadata
 from jsnb.pubsub import JetStreamPubSub
@@ -137,7 +138,7 @@ def effective_ack_wait(md: Metadata, attempt: int) -> float:
     else its 30 s default.
     """
     if md.back_off:
-        return md.back_off[min(attempt, len(md.back_off)) - 1].total_seconds()
+        return backoff_at([v.total_seconds() for v in md.back_off], attempt)
     return md.ack_wait.total_seconds() or SERVER_ACK_WAIT
 
 

@@ -373,7 +373,7 @@ class Metadata:
             if info.secret and value and not reveal_secrets:
                 out[info.key] = MASK
             elif info.key == "natsURL" and not reveal_secrets:
-                out[info.key] = _strip_userinfo(value)
+                out[info.key] = hide_userinfo(value)
             else:
                 out[info.key] = format_value(info, value)
         return out
@@ -427,7 +427,7 @@ class Metadata:
                 value = getattr(self, info.attr)
                 shown = MASK if info.secret and value else format_value(info, value)
                 if info.key == "natsURL":
-                    shown = _strip_userinfo(shown)
+                    shown = hide_userinfo(shown)
                 style = "" if value == info.default else ' style="font-weight:bold"'
                 rows.append(
                     f"<tr><td><code>{info.key}</code></td><td{style}>{html.escape(shown)}</td>"
@@ -791,7 +791,7 @@ def _validate_url(url: str) -> None:
         except ValueError:
             parsed, port = None, None
         if parsed is None or parsed.scheme not in _URL_SCHEMES or not parsed.hostname:
-            shown = _strip_userinfo(part)
+            shown = hide_userinfo(part)
             raise MetadataError(
                 f"jsnb: natsURL {shown!r} is not a NATS URL: expected "
                 "nats://host:port (also tls://, ws://, wss://), comma-separated for several",
@@ -800,7 +800,7 @@ def _validate_url(url: str) -> None:
         del port
 
 
-def _strip_userinfo(url: str) -> str:
+def hide_userinfo(url: str) -> str:
     """Hide credentials embedded in a URL before showing it."""
     return re.sub(r"//[^@/]*@", "//***@", url)
 

@@ -47,7 +47,7 @@ from jsnb.messages import (
     PublishResult,
 )
 from jsnb.metadata import Metadata
-from jsnb.streams import no_stream_message, stream_for_subject
+from jsnb.streams import stream_for_subject
 from jsnb.subscription import BulkHandler, Handler, Listener, Subscription
 
 log = logging.getLogger("jsnb")
@@ -225,10 +225,8 @@ class JetStreamPubSub:
         """
         try:
             stream = await stream_for_subject(self.nc, self.api_prefix, topic, timeout=2.0)
-        except StreamNotFoundError as exc:
-            if "several streams" in str(exc):
-                return exc
-            return StreamNotFoundError(no_stream_message(topic))
+        except StreamNotFoundError as exc:  # none, or several: it says which
+            return exc
         except Exception as exc:  # the API itself is unreachable: say so, not "missing"
             return StreamUnavailableError(
                 f"jsnb: no JetStream answer for subject {topic!r} ({exc}); the server may be "

@@ -23,7 +23,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
-from jsnb.cloudevents import decode
+from jsnb.cloudevents import decode, parse_raw_payload
 from jsnb.consumer import (
     ConsumerConflictError,
     consumer_config,
@@ -98,10 +98,6 @@ def _being_cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def _truthy(value: str | None) -> bool:
-    return str(value).strip().lower() in {"y", "yes", "true", "t", "on", "1"}
-
-
 class _AckFloor:
     """Cumulative acks (ackPolicy all) that never cover an unfinished message.
 
@@ -163,7 +159,7 @@ class Subscription:
         )
         self.md = md
         meta = {k.lower(): v for k, v in (metadata or {}).items()}
-        self._raw = _truthy(meta.get("rawpayload"))
+        self._raw = parse_raw_payload(meta.get("rawpayload") or "")
         self.dead_letter_topic: str | None = meta.get("deadlettertopic") or None
         self._bulk = bulk
         self._parallel = md.concurrency_mode.value == "parallel"
@@ -479,10 +475,8 @@ class Subscription:
                 if self._ack_floor is not None:
                     self._ack_floor.resolved(d.stream_seq)
                 return Outcome.EXHAUSTED, None
-        backoff = self._config.backoff if self._config is not None else None
-        delay = nak_delay(md, d.num_delivered)
-        if backoff:  # the server's schedule (a durable may carry one the metadata lacks)
-            delay = backoff[min(d.num_delivered, len(backoff)) - 1]
+        backoff = (self._config.backoff if self._config is not None else None) or []
+        delay = nak_delay(md, d.num_delivered, backoff)
         if self._ack_floor is not None:
             self._ack_floor.failed(d.stream_seq)
         await msg.nak(delay=nak_request(backoff, delay))

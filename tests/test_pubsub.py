@@ -624,3 +624,8 @@ async def test_subscription_state_is_a_displayable_record(ps: JetStreamPubSub) -
 async def _state_when_acked(sub: Any, n: int) -> Any:
     state = await sub.state()
     return state if state["ack_floor_stream_seq"] == n else None
+
+
+async def test_subscribe_raw_payload_flag_is_read_like_publish(ps: JetStreamPubSub) -> None:
+    with pytest.raises(jsnb.MetadataError, match="rawPayload 'perhaps'"):
+        await ps.subscribe("orders", print, metadata={"rawPayload": "perhaps"})
