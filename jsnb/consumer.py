@@ -2,116 +2,95 @@
 
 >>> from jsnb import Metadata
 >>> md = Metadata.from_properties({"natsURL": "embedded", "backOff": "1s, 5s", "maxDeliver": 4})
->>> [nak_delay(md, n) for n in (1, 2, 3)]
-[1.0, 5.0, 5.0]
+>>> cfg = consumer_config(md, "orders", "_INBOX.x")
+>>> cfg.backoff, cfg.max_deliver
+([1.0, 5.0], 4)
 
 Upstream maps every metadata field onto a push consumer with the topic as its
-filter subject; we do the same, and add what upstream lacks: retuning a live
-durable consumer and naming exactly which fields cannot be changed.
+filter subject; we do the same from the metadata field table (each row names
+its consumer attribute and whether nats-server can change it live), and add
+what upstream lacks: retuning a live durable consumer field by field, and
+naming exactly which fields cannot be changed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nats.js import api
 
 from jsnb.durations import to_seconds
 from jsnb.errors import JsnbError
-from jsnb.metadata import AckPolicy, DeliverPolicy, Metadata
+from jsnb.metadata import AckPolicy, DeliverPolicy, FieldInfo, Kind, Metadata
+
+__all__ = [
+    "EPHEMERAL_INACTIVE_THRESHOLD",
+    "ConsumerConflictError",
+    "Retune",
+    "consumer_config",
+    "retune",
+]
 
 # Ephemeral consumers outlive a connection outage this long; jsnb deletes them
 # itself on unsubscribe, so they never linger after a clean close.
 EPHEMERAL_INACTIVE_THRESHOLD = 300.0
 
-_DELIVER = {
-    DeliverPolicy.ALL: api.DeliverPolicy.ALL,
-    DeliverPolicy.LAST: api.DeliverPolicy.LAST,
-    DeliverPolicy.NEW: api.DeliverPolicy.NEW,
-    DeliverPolicy.SEQUENCE: api.DeliverPolicy.BY_START_SEQUENCE,
-    DeliverPolicy.TIME: api.DeliverPolicy.BY_START_TIME,
+_ENUMS: dict[str, dict[Any, Any]] = {
+    "deliver_policy": {
+        DeliverPolicy.ALL: api.DeliverPolicy.ALL,
+        DeliverPolicy.LAST: api.DeliverPolicy.LAST,
+        DeliverPolicy.NEW: api.DeliverPolicy.NEW,
+        DeliverPolicy.SEQUENCE: api.DeliverPolicy.BY_START_SEQUENCE,
+        DeliverPolicy.TIME: api.DeliverPolicy.BY_START_TIME,
+    },
+    "ack_policy": {
+        AckPolicy.EXPLICIT: api.AckPolicy.EXPLICIT,
+        AckPolicy.ALL: api.AckPolicy.ALL,
+        AckPolicy.NONE: api.AckPolicy.NONE,
+    },
 }
-_ACK = {
-    AckPolicy.EXPLICIT: api.AckPolicy.EXPLICIT,
-    AckPolicy.ALL: api.AckPolicy.ALL,
-    AckPolicy.NONE: api.AckPolicy.NONE,
-}
-# Fields nats-server 2.15 lets a live consumer change (measured), by Dapr key.
-UPDATABLE = {
-    "ackWait": "ack_wait",
-    "maxDeliver": "max_deliver",
-    "backOff": "backoff",
-    "maxAckPending": "max_ack_pending",
-    "rateLimit": "rate_limit_bps",
-    "replicas": "num_replicas",
-}
-# Fields it refuses to change ("... can not be updated", error 10012).
-FIXED = {
-    "deliverPolicy": "deliver_policy",
-    "startSequence": "opt_start_seq",
-    "startTime": "opt_start_time",
-    "ackPolicy": "ack_policy",
-    "flowControl": "flow_control",
-    "heartbeat": "idle_heartbeat",
-    "memoryStorage": "mem_storage",
-    "queueGroupName": "deliver_group",
-}
+# Always sent, even at their defaults: upstream sets them on every consumer.
+_ALWAYS = frozenset({"deliver_policy", "ack_policy"})
+_ROWS = tuple(
+    info for info in Metadata.fields_table() if info.consumer and info.consumer != "durable_name"
+)
 
 
 class ConsumerConflictError(JsnbError, ValueError):
     """A durable consumer exists with settings that cannot be changed in place."""
 
 
+def _to_nats(info: FieldInfo, value: Any) -> Any:
+    """A metadata value in nats-py's terms; None when the metadata leaves it unset."""
+    if info.consumer in _ENUMS:
+        return _ENUMS[info.consumer][value]
+    if value == info.default:
+        return None
+    if info.kind is Kind.DURATION:
+        return to_seconds(value)
+    if info.kind is Kind.DURATIONS:
+        return [v.total_seconds() for v in value]
+    if info.kind is Kind.UNIX_TIME:
+        return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+    return value or None
+
+
 def consumer_config(md: Metadata, topic: str, deliver_subject: str) -> api.ConsumerConfig:
-    """The push consumer upstream creates for *topic*, field by field."""
-    policy = md.deliver_policy
+    """The push consumer upstream creates for *topic*, one field table row at a time."""
     cfg = api.ConsumerConfig(
         durable_name=md.durable_name or None,
         deliver_subject=deliver_subject,
-        deliver_group=md.queue_group_name or None,
-        deliver_policy=_DELIVER[policy],
-        ack_policy=_ACK[md.ack_policy],
         filter_subject=topic,
     )
-    if policy is DeliverPolicy.SEQUENCE:
-        cfg.opt_start_seq = md.start_sequence
-    if policy is DeliverPolicy.TIME and md.start_time is not None:
-        cfg.opt_start_time = dt.datetime.fromtimestamp(md.start_time, tz=dt.UTC)
-    if md.flow_control:
-        cfg.flow_control = True
-    if md.heartbeat:
-        cfg.idle_heartbeat = to_seconds(md.heartbeat)
-    if md.ack_wait:
-        cfg.ack_wait = to_seconds(md.ack_wait)
-    if md.max_deliver:
-        cfg.max_deliver = md.max_deliver
-    if md.back_off:
-        cfg.backoff = [v.total_seconds() for v in md.back_off]
-    if md.max_ack_pending:
-        cfg.max_ack_pending = md.max_ack_pending
-    if md.replicas:
-        cfg.num_replicas = md.replicas
-    if md.memory_storage:
-        cfg.mem_storage = True
-    if md.rate_limit:
-        cfg.rate_limit_bps = md.rate_limit
+    for info in _ROWS:
+        value = _to_nats(info, getattr(md, info.attr))
+        if value is not None:
+            setattr(cfg, info.consumer, value)
     if not md.durable_name:
         cfg.inactive_threshold = EPHEMERAL_INACTIVE_THRESHOLD
     return cfg
-
-
-@dataclass(frozen=True)
-class ConfigDiff:
-    """How a wanted consumer config differs from the one on the server."""
-
-    updatable: dict[str, tuple[Any, Any]]
-    fixed: dict[str, tuple[Any, Any]]
-
-    def __bool__(self) -> bool:
-        return bool(self.updatable or self.fixed)
 
 
 def _norm(value: Any) -> Any:
@@ -121,79 +100,61 @@ def _norm(value: Any) -> Any:
         return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, float):
         return round(value, 6)
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_norm(v) for v in value]
+    if value is False:
+        return None
     return value
 
 
-def diff_config(want: api.ConsumerConfig, have: api.ConsumerConfig) -> ConfigDiff:
-    """Compare only what *want* sets; what the metadata leaves unset keeps the server's value.
+@dataclass(frozen=True)
+class Retune:
+    """How the metadata wants a live durable consumer changed.
 
-    With backOff set, the server replaces ackWait by backOff[0], so ackWait is
-    then not compared.
+    The metadata is the desired state for every key it sets; a key it leaves
+    unset keeps the server's value (so a manifest that sets only maxAckPending
+    does not strip a backOff set earlier). *config* is the server's config with
+    the wanted values applied.
     """
+
+    config: api.ConsumerConfig
+    updatable: dict[str, tuple[Any, Any]]
+    fixed: dict[str, tuple[Any, Any]]
+
+    def describe(self) -> str:
+        """Every field that changes, old -> new, for the log."""
+        return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in self.updatable.items())
+
+    def conflict(self, durable: str, stream: str) -> str:
+        """The error text for settings a live consumer cannot take."""
+        parts = ", ".join(
+            f"{k} (server has {old!r}, metadata wants {new!r})"
+            for k, (old, new) in self.fixed.items()
+        )
+        return (
+            f"jsnb: durable consumer {durable!r} on stream {stream!r} exists with other "
+            f"settings that nats-server cannot change in place: {parts}. Use a new durableName, "
+            f"or delete the consumer first (await ps.delete_consumer({stream!r}, {durable!r}))"
+        )
+
+
+def retune(md: Metadata, have: api.ConsumerConfig) -> Retune:
+    """Compare the metadata with a live consumer's config, row by row of the field table."""
+    merged = replace(have)
     updatable: dict[str, tuple[Any, Any]] = {}
     fixed: dict[str, tuple[Any, Any]] = {}
-    for table, out in ((UPDATABLE, updatable), (FIXED, fixed)):
-        for key, attr in table.items():
-            wanted = getattr(want, attr)
-            if attr == "ack_wait" and want.backoff:
-                continue
-            if wanted is None and attr not in ("deliver_group",):
-                continue
-            current = getattr(have, attr)
-            if attr in ("flow_control", "mem_storage"):
-                wanted, current = bool(wanted), bool(current)
-            if _norm(wanted) != _norm(current):
-                out[key] = (_norm(current), _norm(wanted))
-    return ConfigDiff(updatable, fixed)
-
-
-def describe_conflict(durable: str, stream: str, fixed: dict[str, tuple[Any, Any]]) -> str:
-    """The error text for settings a live consumer cannot take."""
-    parts = ", ".join(
-        f"{k} (server has {old!r}, metadata wants {new!r})" for k, (old, new) in fixed.items()
-    )
-    return (
-        f"jsnb: durable consumer {durable!r} on stream {stream!r} exists with other settings "
-        f"that nats-server cannot change in place: {parts}. Use a new durableName, or delete "
-        f"the consumer first (await ps.delete_consumer({stream!r}, {durable!r}))"
-    )
-
-
-def backoff_at(backoff: Sequence[float], attempt: int) -> float:
-    """backOff's seconds for delivery *attempt* (1-based); the last value repeats."""
-    return backoff[min(max(attempt, 1), len(backoff)) - 1]
-
-
-def nak_delay(md: Metadata, num_delivered: int, server_backoff: Sequence[float] = ()) -> float:
-    """Seconds to wait before redelivering a failed delivery (0 = at once).
-
-    backOff's value for this attempt, else ackWait, else immediately; the
-    server's backOff (a durable may carry one the metadata lacks) comes first.
-    Upstream always uses ackWait here, ignoring backOff.
-    """
-    backoff = server_backoff or [v.total_seconds() for v in md.back_off]
-    if backoff:
-        return backoff_at(backoff, num_delivered)
-    return md.ack_wait.total_seconds()
-
-
-def nak_request(backoff: list[float] | None, delay: float) -> float | None:
-    """The delay to send with a NAK so the server redelivers after *delay* seconds.
-
-    Measured on nats-server 2.15: on a consumer with backOff, a NAK asking for
-    d after delivery n is redelivered after d + backOff[n-1] - backOff[0], and
-    a NAK without a delay at once. So asking for backOff[0] yields backOff[n-1],
-    the delay :func:`nak_delay` wants; without backOff the delay is taken as is.
-    None means "redeliver at once".
-    """
-    if backoff:
-        return max(backoff[0], 1e-9)  # 1 ns: "no delay" would skip backOff entirely
-    return delay or None
-
-
-def is_last_delivery(md: Metadata, have: api.ConsumerConfig | None, num_delivered: int) -> bool:
-    """True when the server will not deliver this message again after a failure."""
-    limit = have.max_deliver if have is not None and have.max_deliver else md.max_deliver
-    return bool(limit and limit > 0 and num_delivered >= limit)
+    backoff = md.back_off or have.backoff
+    for info in _ROWS:
+        wanted = _to_nats(info, getattr(md, info.attr))
+        if info.consumer == "deliver_group":
+            wanted = md.queue_group_name or None  # joining needs the same group, or none
+        elif wanted is None:
+            continue
+        elif info.consumer == "ack_wait" and backoff:
+            continue  # with backOff the server replaces ackWait by backOff[0]
+        current = getattr(have, info.consumer)
+        if _norm(wanted) == _norm(current):
+            continue
+        (updatable if info.updatable else fixed)[info.key] = (_norm(current), _norm(wanted))
+        setattr(merged, info.consumer, wanted)
+    return Retune(merged, updatable, fixed)

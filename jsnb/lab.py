@@ -22,18 +22,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jsnb.consumer import backoff_at
-from jsnb.messages import DeliveryEvent, Message, Outcome
+from jsnb.messages import FINAL_OUTCOMES, DeliveryEvent, Message, Outcome
 from jsnb.metadata import Metadata
 from jsnb.pubsub import JetStreamPubSub
+from jsnb.retry import RetryRule
 from jsnb.streams import ensure_stream
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-SERVER_ACK_WAIT = 30.0  # nats-server's default ackWait
-FINAL = {Outcome.ACK, Outcome.DEAD_LETTER, Outcome.EXHAUSTED, Outcome.TERM, Outcome.EXPIRED}
 _run_ids = itertools.count(1)
 
 
@@ -90,6 +88,7 @@ class LabResult:
     started: float
     published: int
     finished: bool
+    rule: RetryRule = field(default_factory=RetryRule)  # the consumer's, as the server held it
     totals: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -131,20 +130,9 @@ class LabResult:
         )
 
 
-def effective_ack_wait(md: Metadata, attempt: int) -> float:
-    """How long the server waits on delivery *attempt* before redelivering it.
-
-    With backOff the server uses backOff[attempt-1] (last repeats), else ackWait,
-    else its 30 s default.
-    """
-    if md.back_off:
-        return backoff_at([v.total_seconds() for v in md.back_off], attempt)
-    return md.ack_wait.total_seconds() or SERVER_ACK_WAIT
-
-
 def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
     """Rows of the attempts table, ordered by message then attempt."""
-    md = result.metadata
+    rule = result.rule
     by_seq: dict[int, list[DeliveryEvent]] = {}
     for ev in sorted(result.events, key=lambda e: (e.stream_seq, e.num_delivered, e.received)):
         by_seq.setdefault(ev.stream_seq, []).append(ev)
@@ -159,7 +147,7 @@ def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
                     predicted = previous.delay or 0.0
                 else:  # no NAK: the server redelivered when ackWait ran out
                     observed = ev.received - previous.received
-                    predicted = effective_ack_wait(md, previous.num_delivered)
+                    predicted = rule.ack_deadline(previous.num_delivered)
             rows.append(
                 {
                     "message": index,
@@ -185,7 +173,7 @@ def _totals(published: int, events: list[DeliveryEvent], outstanding: int) -> di
     """Counts per outcome; *outstanding* is what the server still holds for the consumer."""
     final: dict[int, Outcome] = {}
     for ev in events:
-        if ev.outcome in FINAL:
+        if ev.outcome in FINAL_OUTCOMES:
             final.setdefault(ev.stream_seq, ev.outcome)
     delivered = {ev.stream_seq for ev in events}
     acked = sum(1 for o in final.values() if o is Outcome.ACK)
@@ -249,7 +237,7 @@ async def run_scenario(
         if ev.topic != subject:
             return
         events.append(ev)
-        if ev.outcome in FINAL and ev.stream_seq not in done_seqs:
+        if ev.outcome in FINAL_OUTCOMES and ev.stream_seq not in done_seqs:
             done_seqs.add(ev.stream_seq)
             if progress is not None:
                 progress(len(done_seqs), scenario.messages)
@@ -259,11 +247,10 @@ async def run_scenario(
     try:
         await ensure_stream(ps, stream, [subject, f"{subject}.dlq"], storage="memory")
         ps.add_listener(record)
-        sub = await ps.subscribe(
-            subject,
-            _handler(scenario),
-            metadata={"rawPayload": "true", "deadLetterTopic": f"{subject}.dlq"},
-        )
+        sub_meta = {"rawPayload": "true"}
+        if ps.metadata is not None and ps.metadata.max_deliver > 0:
+            sub_meta["deadLetterTopic"] = f"{subject}.dlq"  # unused without a limit
+        sub = await ps.subscribe(subject, _handler(scenario), metadata=sub_meta)
         started = time.time()
         payload = b"x" * scenario.payload_size
         for i in range(scenario.messages):
@@ -278,7 +265,14 @@ async def run_scenario(
     finally:
         await ps.close()
     result = LabResult(
-        run_id, md, scenario, events, started, scenario.messages, finished=all_done.is_set()
+        run_id,
+        md,
+        scenario,
+        events,
+        started,
+        scenario.messages,
+        finished=all_done.is_set(),
+        rule=sub.rule,
     )
     result.totals = _totals(scenario.messages, events, outstanding)
     return result
@@ -291,6 +285,7 @@ _COLOURS = {
     Outcome.EXHAUSTED: "#c62828",
     Outcome.TERM: "#455a64",
     Outcome.EXPIRED: "#9e9e9e",
+    Outcome.SUPERSEDED: "#90a4ae",
 }
 
 

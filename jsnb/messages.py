@@ -29,14 +29,28 @@ class Feature(enum.StrEnum):
 
 
 class Outcome(enum.StrEnum):
-    """What happened to one delivery attempt."""
+    """What became of one delivery attempt; each value means exactly one thing.
 
-    ACK = "ack"  # handler succeeded, acknowledged (or nothing to send with ackPolicy none)
-    NAK = "nak"  # handler failed, redelivery requested (after `delay`)
-    TERM = "term"  # terminated: no further deliveries
+    Final for the message: ``ack``, ``expired``, ``dead-letter``, ``term`` and
+    ``exhausted``. Not final: ``nak`` (a redelivery will come) and
+    ``superseded`` (a newer delivery of the same message settles it).
+    """
+
+    ACK = "ack"  # the handler succeeded; acknowledged (nothing to send with ackPolicy none)
+    NAK = "nak"  # the handler failed; the server redelivers after `delay` seconds
+    TERM = "term"  # the handler asked for no retry (DROP) and no dead-letter topic is set
     DEAD_LETTER = "dead-letter"  # copied to the dead-letter topic, then terminated
-    EXHAUSTED = "exhausted"  # failed its last allowed delivery and no dead-letter topic
+    # Failed and will not be delivered again, with no copy made (last allowed delivery,
+    # ackPolicy none, or the dead-letter publish failed): still stored in its stream.
+    EXHAUSTED = "exhausted"
     EXPIRED = "expired"  # CloudEvent past its expiration: acknowledged, handler not called
+    SUPERSEDED = "superseded"  # failed after the server had redelivered it (parallel mode)
+
+
+# Outcomes after which the message needs nothing more from this consumer.
+FINAL_OUTCOMES = frozenset(
+    {Outcome.ACK, Outcome.EXPIRED, Outcome.DEAD_LETTER, Outcome.TERM, Outcome.EXHAUSTED}
+)
 
 
 # Not frozen: a frozen dataclass costs several times more to build, and one of

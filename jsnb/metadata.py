@@ -90,6 +90,8 @@ class FieldInfo:
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     upstream: bool = True
+    consumer: str = ""  # the nats-py ConsumerConfig attribute it sets, if any
+    updatable: bool = False  # nats-server changes it on a live consumer (measured, 2.15)
 
     @property
     def secret(self) -> bool:
@@ -106,6 +108,8 @@ def _f(
     choices: type[enum.Enum] | None = None,
     minimum: int | None = None,
     upstream: bool = True,
+    consumer: str = "",
+    updatable: bool = False,
 ) -> Any:
     """A dataclass field that carries its row of the field table."""
     info = {
@@ -116,6 +120,8 @@ def _f(
         "choices": tuple(c.value for c in choices) if choices else (),
         "minimum": minimum,
         "upstream": upstream,
+        "consumer": consumer,
+        "updatable": updatable,
     }
     if isinstance(default, tuple | list):
         return field(default_factory=lambda: tuple(default), metadata=info)
@@ -189,7 +195,12 @@ class Metadata:
         "streamName", Kind.NAME, "consumer", "Stream to bind to; found by subject when empty", ""
     )
     durable_name: str = _f(
-        "durableName", Kind.NAME, "consumer", "Durable consumer name; survives restarts", ""
+        "durableName",
+        Kind.NAME,
+        "consumer",
+        "Durable consumer name; survives restarts",
+        "",
+        consumer="durable_name",
     )
     queue_group_name: str = _f(
         "queueGroupName",
@@ -197,12 +208,25 @@ class Metadata:
         "consumer",
         "Deliver group: subscribers sharing it split the messages (use with durableName)",
         "",
+        consumer="deliver_group",
     )
     replicas: int = _f(
-        "replicas", Kind.INT, "consumer", "Consumer replicas (0 = stream's)", 0, minimum=0
+        "replicas",
+        Kind.INT,
+        "consumer",
+        "Consumer replicas (0 = stream's)",
+        0,
+        minimum=0,
+        consumer="num_replicas",
+        updatable=True,
     )
     memory_storage: bool = _f(
-        "memoryStorage", Kind.BOOL, "consumer", "Keep consumer state in memory", False
+        "memoryStorage",
+        Kind.BOOL,
+        "consumer",
+        "Keep consumer state in memory",
+        False,
+        consumer="mem_storage",
     )
     concurrency_mode: ConcurrencyMode = _f(
         "concurrencyMode",
@@ -213,10 +237,20 @@ class Metadata:
         choices=ConcurrencyMode,
     )
     flow_control: bool = _f(
-        "flowControl", Kind.BOOL, "consumer", "Server-side flow control (needs heartbeat)", False
+        "flowControl",
+        Kind.BOOL,
+        "consumer",
+        "Server-side flow control (needs heartbeat)",
+        False,
+        consumer="flow_control",
     )
     heartbeat: timedelta = _f(
-        "heartbeat", Kind.DURATION, "consumer", "Idle heartbeat interval (0 = off)", timedelta(0)
+        "heartbeat",
+        Kind.DURATION,
+        "consumer",
+        "Idle heartbeat interval (0 = off)",
+        timedelta(0),
+        consumer="idle_heartbeat",
     )
     rate_limit: int = _f(
         "rateLimit",
@@ -225,6 +259,8 @@ class Metadata:
         "Delivery rate limit in bits per second (0 = none)",
         0,
         minimum=0,
+        consumer="rate_limit_bps",
+        updatable=True,
     )
     max_ack_pending: int = _f(
         "maxAckPending",
@@ -233,6 +269,8 @@ class Metadata:
         "Unacked deliveries allowed in flight (0 = server default, -1 = unlimited)",
         0,
         minimum=-1,
+        consumer="max_ack_pending",
+        updatable=True,
     )
     # delivery
     deliver_policy: DeliverPolicy = _f(
@@ -242,6 +280,7 @@ class Metadata:
         "Where a new consumer starts in the stream",
         DeliverPolicy.ALL,
         choices=DeliverPolicy,
+        consumer="deliver_policy",
     )
     start_sequence: int = _f(
         "startSequence",
@@ -250,6 +289,7 @@ class Metadata:
         "First stream sequence (deliverPolicy sequence)",
         0,
         minimum=0,
+        consumer="opt_start_seq",
     )
     start_time: int | None = _f(
         "startTime",
@@ -257,6 +297,7 @@ class Metadata:
         "delivery",
         "Start time in Unix seconds (deliverPolicy time)",
         None,
+        consumer="opt_start_time",
     )
     ack_policy: AckPolicy = _f(
         "ackPolicy",
@@ -265,6 +306,7 @@ class Metadata:
         "explicit: ack each; all: ack up to; none: no acks",
         AckPolicy.EXPLICIT,
         choices=AckPolicy,
+        consumer="ack_policy",
     )
     # retry
     ack_wait: timedelta = _f(
@@ -273,6 +315,8 @@ class Metadata:
         "retry",
         "How long the server waits for an ack before redelivering (0 = server default 30s)",
         timedelta(0),
+        consumer="ack_wait",
+        updatable=True,
     )
     max_deliver: int = _f(
         "maxDeliver",
@@ -281,6 +325,8 @@ class Metadata:
         "Delivery attempts per message (0 or -1 = unlimited)",
         0,
         minimum=-1,
+        consumer="max_deliver",
+        updatable=True,
     )
     back_off: tuple[timedelta, ...] = _f(
         "backOff",
@@ -288,6 +334,8 @@ class Metadata:
         "retry",
         "Redelivery delays per attempt, e.g. '50ms, 1s, 10s' (last repeats)",
         (),
+        consumer="backoff",
+        updatable=True,
     )
 
     # -- the field table -------------------------------------------------------
@@ -747,10 +795,12 @@ def _validate(md: Metadata) -> None:
             key="heartbeat",
         )
     for value in md.back_off:
-        if value < timedelta(0):
+        if value <= timedelta(0):
+            # backOff[n-1] is delivery n's ack deadline; at 0 nats-server ignores the
+            # delayed NAK jsnb sends, so a failed message would never come back.
             raise MetadataError(
-                f"jsnb: backOff value {format_duration(value)!r} is negative; each delay "
-                "must be 0 or more",
+                f"jsnb: backOff value {format_duration(value)!r} is not above 0; each delay "
+                "is also that delivery's ack deadline and must be above 0 (e.g. '50ms')",
                 key="backOff",
             )
     if md.back_off and md.max_deliver > 0:
@@ -770,6 +820,41 @@ def _validate(md: Metadata) -> None:
         raise MetadataError(
             "jsnb: flowControl true needs a heartbeat (for example heartbeat '5s')",
             key="heartbeat",
+        )
+    _validate_delivery(md)
+
+
+def _validate_delivery(md: Metadata) -> None:
+    """Combinations that would lose messages are refused; surprising ones warned about."""
+    if md.ack_policy is AckPolicy.ALL and md.queue_group_name:
+        # A member's cumulative ack covers sequences another member is still handling.
+        raise MetadataError(
+            f"jsnb: ackPolicy 'all' with queueGroupName {md.queue_group_name!r} would let one "
+            "member's ack cover another member's failed message; use ackPolicy 'explicit' "
+            "with queue groups",
+            key="ackPolicy",
+        )
+    if md.ack_policy is AckPolicy.NONE and md.max_ack_pending:
+        raise MetadataError(
+            f"jsnb: maxAckPending {md.max_ack_pending} needs acks, but ackPolicy is 'none' "
+            "(nats-server refuses it, error 10082); drop maxAckPending or use ackPolicy "
+            "'explicit'",
+            key="maxAckPending",
+        )
+    if md.back_off and md.ack_wait and md.ack_wait != md.back_off[0]:
+        _warn(
+            f"jsnb: ackWait {format_duration(md.ack_wait)} is not used: with backOff, "
+            f"nats-server makes backOff[0] ({format_duration(md.back_off[0])}) the first "
+            "delivery's ack deadline, and backOff[n-1] the n-th's; a handler slower than "
+            "that runs twice",
+            UserWarning,
+        )
+    if md.queue_group_name and not md.durable_name:
+        _warn(
+            f"jsnb: queueGroupName {md.queue_group_name!r} without durableName gives each "
+            "subscriber its own ephemeral consumer, so every member gets every message; "
+            "set durableName too to share the work",
+            UserWarning,
         )
 
 

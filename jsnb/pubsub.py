@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from nats.js import JetStreamContext, api
 
 from jsnb.cloudevents import wrap
 from jsnb.connection import PUBLISH_ASYNC_MAX_PENDING, api_prefix, auth_method, connect
+from jsnb.dispatch import BulkHandler, Handler, Listener
 from jsnb.errors import (
     ComponentClosedError,
     JsnbError,
@@ -48,27 +48,12 @@ from jsnb.messages import (
 )
 from jsnb.metadata import Metadata
 from jsnb.streams import stream_for_subject
-from jsnb.subscription import BulkHandler, Handler, Listener, Subscription
+from jsnb.subjects import check_topic
+from jsnb.subscription import Subscription
 
 log = logging.getLogger("jsnb")
 
 PUBLISH_TIMEOUT = 5.0  # upstream waits 5 s for each PubAck
-_BAD_TOPIC = re.compile(r"(^\.|\.$|\.\.|[\s*>])")
-
-
-def check_topic(topic: str, *, wildcards: bool = False) -> None:
-    """Refuse topics that are not valid NATS subjects, saying what is wrong."""
-    if not isinstance(topic, str) or not topic:
-        raise ValueError(f"jsnb: topic {topic!r} is empty; give a subject such as 'orders'")
-    text = topic
-    if wildcards:
-        text = re.sub(r"(^|\.)(\*|>$)(?=\.|$)", r"\1x", topic)
-    if _BAD_TOPIC.search(text):
-        allowed = "'*' and a final '>' as whole tokens" if wildcards else "no wildcards"
-        raise ValueError(
-            f"jsnb: topic {topic!r} is not a valid NATS subject: no spaces, no empty tokens "
-            f"('a..b', leading or trailing '.'), {allowed}"
-        )
 
 
 class JetStreamPubSub:
@@ -131,21 +116,30 @@ class JetStreamPubSub:
         await self.close()
 
     async def close(self, *, timeout: float = 30.0) -> None:
-        """Stop subscriptions, wait for running handlers, drain, disconnect. Idempotent."""
+        """Stop subscriptions, wait for running handlers, drain, disconnect. Idempotent.
+
+        *timeout* bounds the wait for running handlers of all subscriptions
+        together. A connection that is already gone is closed without raising.
+        """
         async with self._close_lock:
             if self._closed:
                 return
             self._closed = True
             for task in list(self._recoveries):
                 task.cancel()
-            for sub in list(self._subs):
-                await sub.unsubscribe(timeout=timeout)
-            if self._nc is not None and not self._nc.is_closed:
+            await asyncio.gather(*(sub.unsubscribe(timeout=timeout) for sub in list(self._subs)))
+            nc = self._nc
+            if nc is None or nc.is_closed:
+                return
+            try:
+                await nc.drain()
+            except Exception as exc:  # timeouts, and OSErrors from a dead socket
+                log.debug("jsnb: drain: %s", exc)
+            if not nc.is_closed:
                 try:
-                    await self._nc.drain()
-                except (nats.errors.Error, TimeoutError) as exc:
-                    log.debug("jsnb: drain: %s", exc)
-                    await self._nc.close()
+                    await nc.close()
+                except Exception as exc:
+                    log.debug("jsnb: close: %s", exc)
 
     async def _on_reconnected(self) -> None:
         # In tasks: nats-py awaits this callback before it resumes normal work, and a

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from jsnb.lab import Scenario, effective_ack_wait, run_scenario, timeline_figure
+from jsnb.lab import Scenario, run_scenario, timeline_figure
+from jsnb.retry import RetryRule
 from jsnb.metadata import Metadata
 
 
@@ -57,11 +58,11 @@ async def test_random_failures_lose_nothing(nats_server: Any) -> None:
     assert result.totals["redelivered"] > 0
 
 
-def test_effective_ack_wait_rules() -> None:
+def test_retry_rule_ack_deadlines() -> None:
     md = Metadata.from_properties({"natsURL": "embedded", "backOff": "1s, 5s", "maxDeliver": 4})
-    assert [effective_ack_wait(md, n) for n in (1, 2, 3)] == [1.0, 5.0, 5.0]
-    assert effective_ack_wait(Metadata(nats_url="embedded"), 1) == 30.0
-    assert effective_ack_wait(Metadata(nats_url="embedded", ack_wait="2s"), 1) == 2.0
+    assert [RetryRule.from_metadata(md).ack_deadline(n) for n in (1, 2, 3)] == [1.0, 5.0, 5.0]
+    assert RetryRule.from_metadata(Metadata(nats_url="embedded")).ack_deadline(1) == 30.0
+    assert RetryRule.from_metadata(Metadata(nats_url="embedded", ack_wait="2s")).ack_deadline(1) == 2.0
 
 
 @pytest.mark.parametrize(

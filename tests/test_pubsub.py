@@ -443,7 +443,14 @@ async def test_bulk_publish_without_stream(ps: JetStreamPubSub) -> None:
     assert isinstance(resp.failed_entries[0].error, StreamNotFoundError)
 
 
-async def test_bulk_subscribe_batches_and_settles_each_entry(ps: JetStreamPubSub) -> None:
+async def test_bulk_subscribe_batches_and_settles_each_entry(nats_server: Any) -> None:
+    # Without backOff a failed entry comes back after the consumer's ack wait.
+    async with JetStreamPubSub({"natsURL": nats_server.url, "ackWait": "1s"}) as ps:
+        await ensure_stream(ps, "ORDERS", ["orders"])
+        await _bulk_batches_and_settles(ps)
+
+
+async def _bulk_batches_and_settles(ps: JetStreamPubSub) -> None:
     batches: list[int] = []
     seen: Counter[bytes] = Counter()
 
@@ -571,8 +578,16 @@ async def test_second_plain_subscriber_on_active_durable_is_refused(
     a, b = await make(nats_server, durableName="solo"), await make(nats_server, durableName="solo")
     try:
         await a.subscribe("orders", print)
-        with pytest.raises(ConsumerConflictError, match="set the same queueGroupName"):
+        # The old advice ("set the same queueGroupName") could never work: a live
+        # consumer's queue group is fixed, so the error says what does.
+        with pytest.raises(ConsumerConflictError, match="no queue group, which a live consumer"):
             await b.subscribe("orders", print)
+        c = await make(nats_server, durableName="solo", queueGroupName="workers")
+        try:
+            with pytest.raises(ConsumerConflictError, match="queueGroupName"):
+                await c.subscribe("orders", print)
+        finally:
+            await c.close()
     finally:
         await a.close()
         await b.close()

@@ -1,0 +1,297 @@
+"""How a delivery is settled: one ack policy object per ``ackPolicy``.
+
+>>> # policy = ack_policy(AckPolicy.EXPLICIT, rule, dead_letter=None, concurrent=False)
+>>> # outcome = await policy.success(msg, delivery)
+
+Each policy decides what to send the server for a success, a failure or a
+drop, and *returns* what became of the delivery (a :class:`Settled`); only the
+dispatcher reports it. The redelivery rule (NAK delay, last delivery) comes
+from the :class:`~jsnb.retry.RetryRule` of the consumer the server holds, and
+the dead-letter step is shared by every policy, so no rule lives twice.
+
+The promise: a delivery ends handled (``ack``), copied to the dead-letter
+topic (``dead-letter``), terminated on request (``term``), retried
+(``nak``, always followed by a redelivery), or reported as a terminal failure
+(``exhausted``: still stored in its stream, never delivered again). Nothing
+is acknowledged before its handler succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from jsnb.messages import Delivery, Outcome
+from jsnb.metadata import AckPolicy
+from jsnb.retry import RetryRule
+
+__all__ = [
+    "DLQ_HEADERS",
+    "CumulativeAcks",
+    "DeadLetter",
+    "ExplicitAcks",
+    "NoAcks",
+    "Settled",
+    "ack_policy",
+]
+
+log = logging.getLogger("jsnb")
+
+# Header names on dead-lettered copies, recording where the message came from.
+DLQ_HEADERS = (
+    "Jsnb-Original-Subject",
+    "Jsnb-Original-Stream",
+    "Jsnb-Original-Sequence",
+    "Jsnb-Delivery-Count",
+    "Jsnb-Last-Error",
+)
+
+
+class Settled(NamedTuple):
+    """What became of one delivery: the outcome, a NAK's delay, and why if it went wrong."""
+
+    outcome: Outcome
+    delay: float | None = None
+    note: str | None = None
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class DeadLetter:
+    """Copies a message, with where it came from, to the dead-letter topic.
+
+    The copy's ``Nats-Msg-Id`` names the stream (and when it was created), the
+    consumer and the sequence, so retrying the publish stores one copy, while
+    two consumers sharing a dead-letter topic, or a recreated stream, never
+    have their dead letters dropped as each other's duplicates.
+    """
+
+    def __init__(
+        self, js: JetStreamContext, topic: str, origin: str, consumer: str, timeout: float
+    ) -> None:
+        self.topic = topic
+        self._js = js
+        self._origin = origin  # "<stream>-<created>"
+        self._consumer = consumer
+        self._timeout = timeout
+
+    async def publish(self, msg: Msg, d: Delivery, error: BaseException) -> None:
+        values = (
+            msg.subject,
+            d.stream,
+            str(d.stream_seq),
+            str(d.num_delivered),
+            _error_text(error)[:1024].replace("\r", " ").replace("\n", " "),
+        )
+        headers = dict(zip(DLQ_HEADERS, values, strict=True))
+        headers["Nats-Msg-Id"] = f"dlq-{self._origin}-{self._consumer}-{d.stream_seq}"
+        await self._js.publish(self.topic, msg.data, headers=headers, timeout=self._timeout)
+
+
+class _Policy:
+    """What every ack policy shares: the retry rule, the dead-letter step, stale attempts.
+
+    In parallel mode a redelivery can start while an older attempt of the same
+    message still runs; the older attempt's failure is then *superseded* (the
+    newer attempt settles the message) rather than NAKed a second time.
+    """
+
+    terminates = True  # False where the server tracks nothing to terminate
+
+    def __init__(
+        self, rule: RetryRule, dead_letter: DeadLetter | None, *, concurrent: bool
+    ) -> None:
+        self.rule = rule
+        self.dead_letter = dead_letter
+        self._latest: dict[int, int] | None = {} if concurrent else None
+
+    def arrived(self, d: Delivery) -> None:
+        """A delivery reached the subscription (before its handler runs)."""
+        if self._latest is not None and d.num_delivered > self._latest.get(d.stream_seq, 0):
+            self._latest[d.stream_seq] = d.num_delivered
+
+    def _superseded(self, d: Delivery) -> bool:
+        return self._latest is not None and self._latest.get(d.stream_seq, 0) > d.num_delivered
+
+    def _finished(self, d: Delivery) -> None:
+        if self._latest is not None and self._latest.get(d.stream_seq) == d.num_delivered:
+            del self._latest[d.stream_seq]
+
+    async def success(self, msg: Msg, d: Delivery) -> None:
+        """The handler succeeded (or the event expired): acknowledge as the policy says."""
+        raise NotImplementedError
+
+    async def failure(self, msg: Msg, d: Delivery, error: BaseException) -> Settled:
+        """The handler failed: redeliver if the server will, else end it loudly."""
+        if self._superseded(d):
+            return Settled(Outcome.SUPERSEDED)
+        if not self.terminates or self.rule.is_last(d.num_delivered):
+            return await self._end(msg, d, error, last=True)
+        return await self._nak(msg, d)
+
+    async def drop(self, msg: Msg, d: Delivery, error: BaseException) -> Settled:
+        """The handler asked for no retry (Dapr's DROP): dead-letter it, or terminate it."""
+        if self._superseded(d):
+            return Settled(Outcome.SUPERSEDED)
+        last = not self.terminates or self.rule.is_last(d.num_delivered)
+        return await self._end(msg, d, error, last=last, drop=True)
+
+    async def _nak(self, msg: Msg, d: Delivery, note: str | None = None) -> Settled:
+        n = d.num_delivered
+        await msg.nak(delay=self.rule.nak_request(n))
+        return Settled(Outcome.NAK, self.rule.nak_delay(n), note)
+
+    async def _end(
+        self, msg: Msg, d: Delivery, error: BaseException, *, last: bool, drop: bool = False
+    ) -> Settled:
+        """No (more) redeliveries: copy to the dead-letter topic, terminate, or report."""
+        if self.dead_letter is not None:
+            try:
+                await self.dead_letter.publish(msg, d, error)
+            except Exception as exc:
+                note = (
+                    f"dead-letter publish to {self.dead_letter.topic!r} failed: {_error_text(exc)}"
+                )
+                if not last:
+                    log.warning("jsnb: %s seq %d: %s; NAKed", msg.subject, d.stream_seq, note)
+                    return await self._nak(msg, d, note)
+                log.error(
+                    "jsnb: %s seq %d failed its last allowed delivery (%d) and %s; it stays in "
+                    "stream %s unacknowledged and will not be delivered again",
+                    msg.subject,
+                    d.stream_seq,
+                    d.num_delivered,
+                    note,
+                    d.stream,
+                )
+                self._finished(d)
+                return Settled(Outcome.EXHAUSTED, None, note)
+            await self._terminate(msg, d)
+            return Settled(Outcome.DEAD_LETTER)
+        if drop:
+            await self._terminate(msg, d)
+            return Settled(Outcome.TERM)
+        log.warning(
+            "jsnb: %s seq %d failed its last allowed delivery (%d); it stays in stream %s "
+            "and will not be delivered again. Set deadLetterTopic to keep a copy.",
+            msg.subject,
+            d.stream_seq,
+            d.num_delivered,
+            d.stream,
+        )
+        self._finished(d)
+        return Settled(Outcome.EXHAUSTED)
+
+    async def _terminate(self, msg: Msg, d: Delivery) -> None:
+        if self.terminates:
+            await msg.term()
+        self._finished(d)
+
+
+class ExplicitAcks(_Policy):
+    """``ackPolicy: explicit``: each delivery is acked on its own, after its handler."""
+
+    async def success(self, msg: Msg, d: Delivery) -> None:
+        await msg.ack()
+        if self._latest is not None:
+            self._finished(d)
+
+
+class NoAcks(_Policy):
+    """``ackPolicy: none``: the server never redelivers, so a failure ends at once.
+
+    Dapr's runtime dead-letters whatever the ack policy; so do we.
+    """
+
+    terminates = False
+
+    async def success(self, msg: Msg, d: Delivery) -> None:
+        return None
+
+
+class CumulativeAcks(_Policy):
+    """``ackPolicy: all``: acking sequence N acks everything at or below N.
+
+    A success is only sent once every lower sequence delivered to us is settled,
+    so an ack never covers an unfinished message. Sequences another subscriber
+    of the same durable left unacknowledged (a restart) are a *barrier*: nothing
+    is acked until as many of them as the server reported were redelivered to
+    us and settled. Queue groups are refused with this policy (metadata).
+    """
+
+    def __init__(
+        self, rule: RetryRule, dead_letter: DeadLetter | None, *, concurrent: bool
+    ) -> None:
+        super().__init__(rule, dead_letter, concurrent=True)  # redeliveries may overtake
+        self._unresolved: set[int] = set()
+        self._done: dict[int, Msg] = {}
+        self._barrier_seq = 0
+        self._barrier_left = 0
+        self._barrier_seen: set[int] = set()
+
+    def hold_for_previous(self, delivered_seq: int, pending: int) -> None:
+        """At bind: *pending* sequences at or below *delivered_seq* belong to no one yet."""
+        self._barrier_seq, self._barrier_left = delivered_seq, pending
+
+    @property
+    def held(self) -> int:
+        """Successes waiting for a lower sequence before their ack can be sent."""
+        return len(self._done)
+
+    def arrived(self, d: Delivery) -> None:
+        super().arrived(d)
+        self._unresolved.add(d.stream_seq)
+        if self._barrier_left and d.stream_seq <= self._barrier_seq:
+            self._barrier_seen.add(d.stream_seq)
+
+    def _resolved(self, seq: int) -> Msg | None:
+        """*seq* needs nothing more; the message whose ack is now safe to send, if any."""
+        self._unresolved.discard(seq)
+        if seq in self._barrier_seen:
+            self._barrier_seen.discard(seq)
+            self._barrier_left -= 1
+        if self._barrier_left > 0 or not self._done:
+            return None
+        floor = min(self._unresolved, default=None)
+        ready = [s for s in self._done if floor is None or s < floor]
+        if not ready:
+            return None
+        top = max(ready)
+        chosen = self._done[top]
+        for s in ready:
+            del self._done[s]
+        return chosen
+
+    async def success(self, msg: Msg, d: Delivery) -> None:
+        self._finished(d)
+        self._done[d.stream_seq] = msg
+        ready = self._resolved(d.stream_seq)
+        if ready is not None:
+            await ready.ack()
+
+    async def _end(
+        self, msg: Msg, d: Delivery, error: BaseException, *, last: bool, drop: bool = False
+    ) -> Settled:
+        settled = await super()._end(msg, d, error, last=last, drop=drop)
+        if settled.outcome is not Outcome.NAK:
+            ready = self._resolved(d.stream_seq)
+            if ready is not None:
+                await ready.ack()
+        return settled
+
+
+def ack_policy(
+    policy: AckPolicy, rule: RetryRule, dead_letter: DeadLetter | None, *, concurrent: bool
+) -> _Policy:
+    """The settlement object for *policy*."""
+    kinds: dict[AckPolicy, type[_Policy]] = {
+        AckPolicy.EXPLICIT: ExplicitAcks,
+        AckPolicy.ALL: CumulativeAcks,
+        AckPolicy.NONE: NoAcks,
+    }
+    return kinds[policy](rule, dead_letter, concurrent=concurrent)
