@@ -122,6 +122,7 @@ class Dispatcher:
         self.acked = 0
         self.failed = 0
         self.stopping = False
+        self._exhausted: set[int] = set()
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -244,8 +245,39 @@ class Dispatcher:
             return
         if self.unsettled is not None and settled.outcome not in _UNSETTLED:
             self.unsettled.discard(d.stream_seq)
+        if settled.outcome is Outcome.EXHAUSTED and self.policy.rule.max_deliver > 0:
+            self._exhausted.add(d.stream_seq)  # the server's advisory for it will follow
         if self._own_listeners or self._host_listeners:
             self._report(msg, message, settled, duration, error, received)
+
+    def server_gave_up(self, seq: int, deliveries: int) -> None:
+        """nats-server's max-deliveries advisory for *seq*: it will not deliver it again.
+
+        The server counts deliveries that waited in this client (behind a slow
+        handler, or dropped while stopping) too, so a message can run out of
+        deliveries before any handler settled it. Reported as ``exhausted``
+        unless this subscription already reported that itself.
+        """
+        if seq in self._exhausted:
+            self._exhausted.discard(seq)
+            return
+        if self.unsettled is not None:
+            self.unsettled.discard(seq)
+        self.policy.given_up(seq)
+        log.error(
+            "jsnb: %s seq %d: nats-server stopped redelivering it after %d deliveries "
+            "(maxDeliver) before a handler settled it; it stays in the stream",
+            self.topic,
+            seq,
+            deliveries,
+        )
+        if self._own_listeners or self._host_listeners:
+            note = f"nats-server gave up after {deliveries} deliveries (max-deliveries advisory)"
+            event = DeliveryEvent(
+                time.time(), self.topic, self.topic, seq, 0, deliveries, Outcome.EXHAUSTED,
+                None, 0.0, note, b"", self.consumer, time.time(),
+            )  # fmt: skip
+            self._emit(event)
 
     def _report(
         self,
@@ -279,6 +311,9 @@ class Dispatcher:
             self.consumer,
             received,
         )
+        self._emit(event)
+
+    def _emit(self, event: DeliveryEvent) -> None:
         for listener in (*self._own_listeners, *self._host_listeners):
             try:
                 listener(event)

@@ -18,6 +18,7 @@ is acknowledged before its handler succeeded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import NamedTuple
 
@@ -121,6 +122,11 @@ class _Policy:
     def _finished(self, d: Delivery) -> None:
         if self._latest is not None and self._latest.get(d.stream_seq) == d.num_delivered:
             del self._latest[d.stream_seq]
+
+    def given_up(self, seq: int) -> None:
+        """The server will not deliver *seq* again (its max-deliveries advisory)."""
+        if self._latest is not None:
+            self._latest.pop(seq, None)
 
     async def success(self, msg: Msg, d: Delivery) -> None:
         """The handler succeeded (or the event expired): acknowledge as the policy says."""
@@ -233,6 +239,7 @@ class CumulativeAcks(_Policy):
         self._barrier_seq = 0
         self._barrier_left = 0
         self._barrier_seen: set[int] = set()
+        self._acks: set[asyncio.Future[None]] = set()
 
     def hold_for_previous(self, delivered_seq: int, pending: int) -> None:
         """At bind: *pending* sequences at or below *delivered_seq* belong to no one yet."""
@@ -266,6 +273,29 @@ class CumulativeAcks(_Policy):
         for s in ready:
             del self._done[s]
         return chosen
+
+    def given_up(self, seq: int) -> None:
+        super().given_up(seq)
+        if seq in self._unresolved or seq in self._barrier_seen:
+            ready = self._resolved(seq)
+            if ready is not None:
+                self._release(ready)
+        elif self._barrier_left and seq <= self._barrier_seq:
+            self._barrier_left -= 1  # a previous subscriber's message the server gave up on
+            ready = self._resolved(seq)
+            if ready is not None:
+                self._release(ready)
+
+    def _release(self, msg: Msg) -> None:
+        """Send a cumulative ack from a sync callback (the advisory handler)."""
+        task = asyncio.ensure_future(msg.ack())
+        self._acks.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Future[None]) -> None:
+        self._acks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("jsnb: cumulative ack failed: %s", task.exception())
 
     async def success(self, msg: Msg, d: Delivery) -> None:
         self._finished(d)

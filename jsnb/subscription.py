@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext, api
 
@@ -45,6 +47,9 @@ from jsnb.subjects import check_topic, subjects_overlap
 __all__ = ["Subscription", "SubscriptionHost"]
 
 log = logging.getLogger("jsnb")
+
+# nats-server publishes one when it stops redelivering a message (checked in its source).
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 
 class SubscriptionHost(Protocol):
@@ -95,6 +100,7 @@ class Subscription:
         self._listeners: list[Listener] = []
         self._dispatcher: Dispatcher | None = None
         self._stopping = False
+        self._advisories: NatsSubscription | None = None
 
     # -- set-up ------------------------------------------------------------------
 
@@ -150,8 +156,29 @@ class Subscription:
         self._psub = await self._js.subscribe_bind(
             self.stream, info.config, info.name, cb=self._dispatcher.on_msg, manual_ack=True
         )
+        await self._watch_max_deliveries()
         # The SUB is only buffered so far: make sure the server has it before returning.
         await self._nc.flush()
+
+    async def _watch_max_deliveries(self) -> None:
+        """Listen for the server giving up on a message, so no exhaustion goes unreported."""
+        if self._advisories is not None:
+            await self._advisories.unsubscribe()
+            self._advisories = None
+        if self.rule.max_deliver <= 0 or self.md.ack_policy is AckPolicy.NONE:
+            return
+        subject = f"{MAX_DELIVERIES_ADVISORY}.{self.stream}.{self.consumer}"
+        self._advisories = await self._nc.subscribe(subject, cb=self._on_max_deliveries)
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        try:
+            body = orjson.loads(msg.data)
+            seq, deliveries = int(body["stream_seq"]), int(body.get("deliveries", 0))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("jsnb: unreadable max-deliveries advisory on %s", msg.subject)
+            return
+        if self._dispatcher is not None:  # while stopping too: handlers may still run
+            self._dispatcher.server_gave_up(seq, deliveries)
 
     def _make_dispatcher(self, policy: Any, cfg: api.ConsumerConfig) -> Dispatcher:
         args = (self.topic, self._handler, policy)
@@ -322,6 +349,7 @@ class Subscription:
             cfg.opt_start_time = None
         info = await self._js.add_consumer(self.stream, cfg)
         self.consumer = d.consumer = info.name
+        await self._watch_max_deliveries()
         log.warning("jsnb: consumer for %s was gone after a reconnect; recreated", self.topic)
 
     async def unsubscribe(self, *, timeout: float = 30.0) -> None:
@@ -343,9 +371,11 @@ class Subscription:
                 )
             d.cancel()
         nc = self._owner._nc
-        if self._psub is not None:
+        for psub in (self._psub, self._advisories):
+            if psub is None:
+                continue
             try:
-                await self._psub.unsubscribe()
+                await psub.unsubscribe()
             except Exception as exc:  # a dead connection fails in several ways (OSError too)
                 log.debug("jsnb: unsubscribe %s: %s", self.topic, exc)
         if not self._durable and self.consumer and nc is not None and nc.is_connected:

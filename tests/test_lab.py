@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from jsnb.lab import Scenario, run_scenario, timeline_figure
-from jsnb.retry import RetryRule
 from jsnb.metadata import Metadata
+from jsnb.retry import RetryRule
 
 
 def assert_delays_match(result: Any) -> None:
@@ -62,7 +62,9 @@ def test_retry_rule_ack_deadlines() -> None:
     md = Metadata.from_properties({"natsURL": "embedded", "backOff": "1s, 5s", "maxDeliver": 4})
     assert [RetryRule.from_metadata(md).ack_deadline(n) for n in (1, 2, 3)] == [1.0, 5.0, 5.0]
     assert RetryRule.from_metadata(Metadata(nats_url="embedded")).ack_deadline(1) == 30.0
-    assert RetryRule.from_metadata(Metadata(nats_url="embedded", ack_wait="2s")).ack_deadline(1) == 2.0
+    assert (
+        RetryRule.from_metadata(Metadata(nats_url="embedded", ack_wait="2s")).ack_deadline(1) == 2.0
+    )
 
 
 @pytest.mark.parametrize(
