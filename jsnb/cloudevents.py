@@ -171,7 +171,7 @@ def wrap(
     if opts.ttl is not None:
         event["expiration"] = _expiration(micros, opts.ttl)
     if data_field:
-        # Last, so a subscriber finds JSON text as published at the end (see _json_text).
+        # Last, so a subscriber finds JSON text as published at the end (see _published_text).
         event[data_field] = data_value
     return Outgoing(orjson.dumps(event), _event_id(event), opts.headers, CLOUDEVENT_CONTENT_TYPE)
 
@@ -464,28 +464,30 @@ def _event_data(event: dict[str, Any], payload: bytes) -> bytes | None:
         content_type = event.get("datacontenttype")
         if not (isinstance(content_type, str) and _kind(content_type) is _JSON):
             return value.encode()
-    return _json_text(value, event, payload)
+    encoded = orjson.dumps(value)
+    if payload.endswith(encoded, 0, -1):
+        return encoded  # the common case: canonical text, last, as jsnb writes it
+    return _published_text(event, payload) or encoded
 
 
-def _json_text(value: Any, event: dict[str, Any], payload: bytes) -> bytes:
-    """The JSON text of ``data``: as published if it ends the envelope, else re-encoded.
+def _published_text(event: dict[str, Any], payload: bytes) -> bytes | None:
+    """The JSON text of ``data`` as it was published, if it ends the envelope.
 
     jsnb writes ``data`` last and verbatim, so ``{"a": 1}`` comes back with its
     space; Go's encoder (``dapr publish``) sorts the keys and puts ``data`` first.
     """
-    encoded = orjson.dumps(value)
-    if payload.endswith(encoded, 0, len(payload) - 1) or next(reversed(event)) != "data":
-        return encoded  # the common case: the text is already canonical
+    if next(reversed(event)) != "data" or payload[-1:] != b"}":
+        return None
     start = payload.find(b'"data":')
-    if start < 0 or payload[-1:] != b"}":
-        return encoded
+    if start < 0:
+        return None
     # The first '"data":' is the top-level key unless an earlier member holds one; then the
-    # rest has unbalanced brackets and does not parse, nor does it if data is not last.
+    # rest has unbalanced brackets and does not parse, as it does not if data is not last.
     text = payload[start + 7 : -1]
     try:
         orjson.loads(text)
     except orjson.JSONDecodeError:
-        return encoded
+        return None
     return text
 
 
