@@ -215,7 +215,7 @@ def normalize_metadata(metadata: Mapping[str, Any] | None, *, what: str) -> dict
     """Publish or subscribe metadata as Dapr holds it: text keys and text values.
 
     Dapr's APIs carry metadata as strings, so a bool, int or float is written
-    as its SDKs would (``True`` -> ``"true"``, ``60`` -> ``"60"``); any other
+    as Go spells it (``True`` -> ``"true"``, ``60`` -> ``"60"``); any other
     value is refused here, by key, before it half-works further on.
 
     Args:
