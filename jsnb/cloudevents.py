@@ -17,10 +17,15 @@ app on the same stream reads what jsnb publishes and the other way round.
 Publish metadata keys (case-insensitive) shape the envelope: ``rawPayload``
 skips it, ``contentType`` sets ``datacontenttype``, ``ttlInSeconds`` adds
 ``expiration`` and ``cloudevent.<field>`` overrides a field. Every other key is
-returned in :attr:`Outgoing.headers`; upstream drops those.
+returned in :attr:`Outgoing.headers`; upstream drops those. Values are text, as
+in Dapr; a bool, int or float is written as text (:func:`normalize_metadata`).
 
 Data survives the trip byte for byte: bytes come back as the same bytes, text
 as its UTF-8 encoding and other values as their ``orjson.dumps`` encoding.
+Text or bytes with a JSON content type (``application/json``, ``*+json``) go
+in ``data`` as JSON, as upstream; the text is written verbatim, so it comes
+back unchanged too. If it does not parse, it travels in ``data_base64``:
+upstream would send it as a JSON string, which subscribers read back quoted.
 """
 
 from __future__ import annotations
@@ -113,7 +118,7 @@ def wrap(
     topic: str,
     pubsub_name: str,
     source: str = "jsnb",
-    metadata: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Outgoing:
     """Build the message Dapr would publish for ``data``.
 
@@ -122,13 +127,14 @@ def wrap(
         topic: The topic, recorded in the envelope.
         pubsub_name: The component name, recorded in the envelope.
         source: The envelope's ``source``; Dapr uses the app id.
-        metadata: Publish metadata, as given to Dapr's publish API.
+        metadata: Publish metadata, as given to Dapr's publish API; see
+            :func:`normalize_metadata` for the values it takes.
 
     Raises:
-        MetadataError: A ``rawPayload``, ``ttlInSeconds`` or ``contentType``
-            value is unusable.
+        MetadataError: A metadata value is not text, or a ``rawPayload``,
+            ``ttlInSeconds`` or ``contentType`` value is unusable.
     """
-    opts = _parse_metadata(metadata) if metadata else _Options()
+    opts = _parse_metadata(normalize_metadata(metadata, what="publish")) if metadata else _Options()
     if opts.raw:
         # As upstream: an expiration needs an envelope to live in, so ttl is ignored.
         return _wrap_raw(data, opts)
@@ -148,8 +154,9 @@ def wrap(
         # As upstream: the event now lives on this topic, whatever it said before.
         event["topic"] = topic
         event["pubsubname"] = pubsub_name
+        data_field, data_value = "", None  # the data stays where the caller put it
     else:
-        content_type, data_field, value = _place(data, content_type)
+        content_type, data_field, data_value = _place(data, content_type)
         event = {
             "id": opts.fields.get("id") or _new_id(),
             "source": source,
@@ -161,9 +168,11 @@ def wrap(
             "time": now,
         }
         event |= opts.fields
-        event[data_field] = value
     if opts.ttl is not None:
         event["expiration"] = _expiration(micros, opts.ttl)
+    if data_field:
+        # Last, so a subscriber finds JSON text as published at the end (see _published_text).
+        event[data_field] = data_value
     return Outgoing(orjson.dumps(event), _event_id(event), opts.headers, CLOUDEVENT_CONTENT_TYPE)
 
 
@@ -196,10 +205,47 @@ def decode(payload: bytes) -> tuple[bytes, dict[str, Any] | None, bool]:
         return payload, None, False
     if type(event) is not dict or "specversion" not in event or "id" not in event:
         return payload, None, False
-    data = _event_data(event)
+    data = _event_data(event, payload)
     if data is None:
         return payload, None, False
     return data, event, _has_expired(event)
+
+
+def normalize_metadata(metadata: Mapping[str, Any] | None, *, what: str) -> dict[str, str]:
+    """Publish or subscribe metadata as Dapr holds it: text keys and text values.
+
+    Dapr's APIs carry metadata as strings, so a bool, int or float is written
+    as Go spells it (``True`` -> ``"true"``, ``60`` -> ``"60"``); any other
+    value is refused here, by key, before it half-works further on.
+
+    Args:
+        metadata: The metadata; keys keep their spelling.
+        what: Whose metadata it is, for the error: ``"publish"`` or ``"subscribe"``.
+
+    Raises:
+        MetadataError: A key is not a str, or a value not a str, bool, int or float.
+    """
+    out: dict[str, str] = {}
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str):
+            raise MetadataError(
+                f"jsnb: {what} metadata key {key!r} is a {type(key).__name__}; expected a str",
+                key=str(key),
+            )
+        if isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, int | float):
+            out[key] = str(value)
+        else:
+            # The type only: a header value may be a credential.
+            raise MetadataError(
+                f"jsnb: {what} metadata {key!r} is a {type(value).__name__}; expected a str "
+                "(a bool, int or float is written as text, as Dapr does)",
+                key=key,
+            )
+    return out
 
 
 def _parse_metadata(metadata: Mapping[str, str]) -> _Options:
@@ -329,12 +375,14 @@ def _place(data: Data, content_type: str | None) -> tuple[str, str, Any]:
             return content_type, "data", data
         body = orjson.dumps(data)
     if kind is _JSON:
-        # Inline only what the subscriber re-encodes to the very same bytes.
+        # As upstream, JSON goes in `data` as JSON; written verbatim, its text survives the trip.
         try:
-            canonical = orjson.dumps(orjson.loads(body))
+            orjson.loads(body)
         except orjson.JSONDecodeError:
-            canonical = None
-        if canonical == body:
+            # Upstream would send the text as a JSON string, which every subscriber (Dapr's
+            # too) reads back in quotes; data_base64 keeps the bytes.
+            pass
+        else:
             return content_type, "data", orjson.Fragment(body)
     elif kind is _TEXT:
         try:
@@ -399,8 +447,8 @@ def _event_id(event: Any) -> str | None:
     return event_id if isinstance(event_id, str) and event_id else None
 
 
-def _event_data(event: dict[str, Any]) -> bytes | None:
-    """The payload an envelope carries, or None if ``data_base64`` is unreadable."""
+def _event_data(event: dict[str, Any], payload: bytes) -> bytes | None:
+    """The payload ``event``, parsed from ``payload``, carries; None if ``data_base64`` is bad."""
     encoded = event.get("data_base64")
     if encoded is not None:
         if not isinstance(encoded, str):
@@ -416,7 +464,31 @@ def _event_data(event: dict[str, Any]) -> bytes | None:
         content_type = event.get("datacontenttype")
         if not (isinstance(content_type, str) and _kind(content_type) is _JSON):
             return value.encode()
-    return orjson.dumps(value)
+    encoded = orjson.dumps(value)
+    if payload.endswith(encoded, 0, -1):
+        return encoded  # the common case: canonical text, last, as jsnb writes it
+    return _published_text(event, payload) or encoded
+
+
+def _published_text(event: dict[str, Any], payload: bytes) -> bytes | None:
+    """The JSON text of ``data`` as it was published, if it ends the envelope.
+
+    jsnb writes ``data`` last and verbatim, so ``{"a": 1}`` comes back with its
+    space; Go's encoder (``dapr publish``) sorts the keys and puts ``data`` first.
+    """
+    if next(reversed(event)) != "data" or payload[-1:] != b"}":
+        return None
+    start = payload.find(b'"data":')
+    if start < 0:
+        return None
+    # The first '"data":' is the top-level key unless an earlier member holds one; then the
+    # rest has unbalanced brackets and does not parse, as it does not if data is not last.
+    text = payload[start + 7 : -1]
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return text
 
 
 def _has_expired(event: dict[str, Any]) -> bool:

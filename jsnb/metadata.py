@@ -885,9 +885,17 @@ def _validate_url(url: str) -> None:
         del port
 
 
+# An optional scheme, then everything up to the last "@" (greedy): the userinfo.
+_USERINFO = re.compile(r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?).*@", re.DOTALL)
+
+
 def hide_userinfo(url: str) -> str:
-    """Hide credentials embedded in a URL before showing it."""
-    return re.sub(r"//[^@/]*@", "//***@", url)
+    """Hide the credentials in a URL, or a comma-separated list of them, before showing it.
+
+    Each server's text is masked up to its *last* ``@``: a password may hold an
+    unencoded ``@``, ``/`` or ``:``, and a URL may come without a scheme.
+    """
+    return ",".join(_USERINFO.sub(r"\1***@", part, count=1) for part in url.split(","))
 
 
 def _validate_start(md: Metadata) -> None:

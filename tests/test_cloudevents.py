@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jsnb.cloudevents import Data, Incoming, unwrap, wrap
+from jsnb.cloudevents import Data, Incoming, Outgoing, normalize_metadata, unwrap, wrap
 from jsnb.errors import MetadataError
 
 TOPIC = "orders"
@@ -139,6 +140,7 @@ def test_empty_override_keeps_the_default() -> None:
 # -- publish: where the data goes ----------------------------------------------------------
 
 B64 = "data_base64"
+JSON = "application/json"
 
 
 @pytest.mark.parametrize(
@@ -189,20 +191,40 @@ B64 = "data_base64"
             [1],
             id="json-with-parameters",
         ),
+        # As upstream, JSON text with a JSON type goes in `data` as JSON, however it is spelled.
         pytest.param(
-            b'{"a": 1}',
-            "application/json",
-            "application/json",
-            B64,
-            "eyJhIjogMX0=",
-            id="non-canonical-json-kept-exact",
+            b'{"a": 1}', "application/json", "application/json", "data", {"a": 1}, id="spaced-json"
         ),
         pytest.param(
-            b"1e3", "application/json", "application/json", B64, "MWUz", id="json-number-spelling"
+            '[1, {"b" : null}]\n',
+            "application/json",
+            "application/json",
+            "data",
+            [1, {"b": None}],
+            id="spaced-json-str",
         ),
+        pytest.param(
+            b'{"a":1}',
+            "application/problem+json",
+            "application/problem+json",
+            "data",
+            {"a": 1},
+            id="plus-json-bytes",
+        ),
+        pytest.param(
+            b"1e3",
+            "application/json",
+            "application/json",
+            "data",
+            1000.0,
+            id="json-number-spelling",
+        ),
+        pytest.param(b'"hi"', "application/json", "application/json", "data", "hi", id="json-str"),
+        # Not JSON: upstream would send a JSON string that reads back quoted; keep the bytes.
         pytest.param(
             b"{oops", "application/json", "application/json", B64, "e29vcHM=", id="bad-json"
         ),
+        pytest.param("hi", "application/json", "application/json", B64, "aGk=", id="str-not-json"),
         pytest.param(b"caf\xc3\xa9", "text/plain", "text/plain", "data", "café", id="utf8-text"),
         pytest.param(b"\xff", "text/plain", "text/plain", B64, "/w==", id="text-not-utf8"),
         pytest.param({"a": 1}, "text/plain", "text/plain", "data", '{"a":1}', id="dict-as-text"),
@@ -226,6 +248,66 @@ def test_data_placement(
     assert event[field] == value
     assert (B64 if field == "data" else "data") not in event
     assert unwrap(out.payload).data == expected_bytes(data)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param({}, id="no-ttl"),
+        pytest.param({"ttlInSeconds": "60"}, id="with-ttl"),
+        pytest.param({"cloudevent.subject": "s"}, id="with-override"),
+    ],
+)
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(b'{"a": [1, 2]}\n', id="spaced"),
+        pytest.param(b'{"n":123456789012345678901234567890}', id="big-int-kept-exact"),
+        pytest.param(b'{"data": {"data":1}}', id="holds-data-keys"),
+        pytest.param(b' "\\u00e9"', id="escaped-str"),
+    ],
+)
+def test_json_text_travels_verbatim(text: bytes, metadata: dict[str, str]) -> None:
+    out = wrap(text, topic=TOPIC, pubsub_name=PUBSUB, metadata={**metadata, "contentType": JSON})
+    # Dapr's subscribers parse the envelope and find the JSON in `data`...
+    assert json.loads(out.payload)["data"] == json.loads(text)
+    # ...and jsnb's get the very bytes back, however orjson would spell them.
+    assert out.payload.endswith(b'"data":' + text + b"}")
+    assert unwrap(out.payload).data == text
+
+
+@pytest.mark.parametrize(
+    ("payload", "data"),
+    [
+        pytest.param(
+            b'{"specversion":"1.0","id":"e","data":{"a": 1}}', b'{"a": 1}', id="data-last"
+        ),
+        pytest.param(
+            b'{"data":{"a": 1},"specversion":"1.0","id":"e"}', b'{"a":1}', id="data-first-as-go"
+        ),
+        pytest.param(
+            b'{"specversion":"1.0","id":"e","x":{"data":2},"data":{"a": 1}}',
+            b'{"a":1}',
+            id="earlier-member-holds-data",
+        ),
+        pytest.param(
+            b'{"specversion":"1.0","id":"e","x\\"data":2,"data":{"a": 1}}',
+            b'{"a":1}',
+            id="earlier-key-ends-in-data",
+        ),
+        pytest.param(
+            b'{"specversion":"1.0","id":"e","data":1,"data":{"a": 1}}',
+            b'{"a":1}',
+            id="duplicate-data",
+        ),
+        pytest.param(
+            b'{"specversion":"1.0","id":"e","data":{"a": 1}} ', b'{"a":1}', id="trailing-space"
+        ),
+    ],
+)
+def test_unwrap_json_text(payload: bytes, data: bytes) -> None:
+    """The JSON text as it ends the envelope, else its compact re-encoding: never another member."""
+    assert unwrap(payload).data == data
 
 
 # -- publish: ttl --------------------------------------------------------------------------
@@ -407,6 +489,59 @@ def test_bad_metadata(data: Data, metadata: dict[str, str], key: str, shown: str
 
 
 # -- publish: headers and msg_id -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "check"),
+    [
+        pytest.param({"rawPayload": True}, lambda out: out.payload == b"x", id="raw-true"),
+        pytest.param(
+            {"rawPayload": False}, lambda out: out.payload.startswith(b"{"), id="raw-false"
+        ),
+        pytest.param(
+            {"ttlInSeconds": 60}, lambda out: b'"expiration":' in out.payload, id="ttl-int"
+        ),
+        pytest.param({"cloudevent.id": 7}, lambda out: out.msg_id == "7", id="id-int-dedups"),
+        pytest.param(
+            {"x-retries": 3, "x-ok": False, "x-ratio": 0.5},
+            lambda out: out.headers == {"x-retries": "3", "x-ok": "false", "x-ratio": "0.5"},
+            id="headers",
+        ),
+    ],
+)
+def test_bool_int_float_metadata_written_as_dapr_text(
+    metadata: dict[str, Any], check: Callable[[Outgoing], bool]
+) -> None:
+    assert check(wrap(b"x", topic=TOPIC, pubsub_name=PUBSUB, metadata=metadata))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "key", "what"),
+    [
+        pytest.param({"rawPayload": None}, "rawPayload", "NoneType", id="none"),
+        pytest.param({"ttlInSeconds": [60]}, "ttlInSeconds", "list", id="list"),
+        pytest.param({"cloudevent.id": {"v": 1}}, "cloudevent.id", "dict", id="dict"),
+        pytest.param({"x-token": b"secret-bytes"}, "x-token", "bytes", id="bytes-value-unshown"),
+        pytest.param({7: "x"}, "7", "int", id="key-not-str"),
+    ],
+)
+def test_unusable_metadata_value_is_refused(metadata: Any, key: str, what: str) -> None:
+    with pytest.raises(MetadataError, match=f"publish metadata.*{what}; expected a str") as info:
+        wrap(b"x", topic=TOPIC, pubsub_name=PUBSUB, metadata=metadata)
+    assert info.value.key == key
+    assert "secret" not in str(info.value)
+
+
+def test_normalize_subscribe_metadata() -> None:
+    meta = {"rawPayload": True, "deadLetterTopic": "dlq", "maxRetries": 3}
+    assert normalize_metadata(meta, what="subscribe") == {
+        "rawPayload": "true",
+        "deadLetterTopic": "dlq",
+        "maxRetries": "3",
+    }
+    assert normalize_metadata(None, what="subscribe") == {}
+    with pytest.raises(MetadataError, match="subscribe metadata 'deadLetterTopic' is a NoneType"):
+        normalize_metadata({"deadLetterTopic": None}, what="subscribe")
 
 
 @pytest.mark.parametrize("raw", ["false", "true"])

@@ -105,6 +105,46 @@ async def test_republished_cloudevent_id_is_deduplicated(ps: JetStreamPubSub) ->
     assert info.state.messages == 1
 
 
+@pytest.mark.parametrize(
+    ("payload", "content_type", "field", "value"),
+    [
+        pytest.param(
+            b'{"spaced": [1, 2]}\n', "application/json", "data", {"spaced": [1, 2]}, id="bytes"
+        ),
+        pytest.param('{"n": 1.50}', "application/json", "data", {"n": 1.5}, id="str"),
+        pytest.param(b"[1, 2]", "application/problem+json", "data", [1, 2], id="plus-json"),
+        pytest.param(b"not json", "application/json", "data_base64", "bm90IGpzb24=", id="not-json"),
+    ],
+)
+async def test_json_content_type_round_trip(
+    ps: JetStreamPubSub, payload: str | bytes, content_type: str, field: str, value: Any
+) -> None:
+    got: list[Message] = []
+    await ps.subscribe("orders", got.append)
+    await ps.publish("orders", payload, metadata={"contentType": content_type})
+    await eventually(lambda: got)
+    # What a Dapr subscriber reads: the JSON itself in `data`, as Dapr's runtime publishes it.
+    ce = got[0].cloud_event
+    assert ce is not None and ce[field] == value and ce["datacontenttype"] == content_type
+    assert got[0].data == (payload.encode() if isinstance(payload, str) else payload)
+
+
+async def test_non_string_publish_metadata_is_sent_as_text(ps: JetStreamPubSub) -> None:
+    got: list[Message] = []
+    await ps.subscribe("orders", got.append)
+    meta = {"cloudevent.id": 7, "ttlInSeconds": 60, "x-retries": 3, "x-urgent": True}
+    first = await ps.publish("orders", "x", metadata=meta)
+    again = await ps.publish("orders", "x", metadata=meta)
+    assert first.msg_id == "7" and again.duplicate and again.seq == first.seq
+    await ps.publish("orders", b"raw", metadata={"rawPayload": True})
+    await eventually(lambda: len(got) == 2)
+    assert (got[0].metadata["x-retries"], got[0].metadata["x-urgent"]) == ("3", "true")
+    assert got[0].cloud_event is not None and "expiration" in got[0].cloud_event
+    assert got[1].data == b"raw" and got[1].cloud_event is None
+    with pytest.raises(jsnb.MetadataError, match="publish metadata 'x-retries' is a NoneType"):
+        await ps.publish("orders", "x", metadata={"x-retries": None})
+
+
 async def test_publish_without_stream_says_how_to_fix(ps: JetStreamPubSub) -> None:
     with pytest.raises(
         StreamNotFoundError, match=r"ensure_stream\(ps, 'MYSTREAM', \['nowhere'\]\)"

@@ -33,6 +33,7 @@ from jsnb import (
     ensure_stream,
 )
 from jsnb.credentials import TLSFiles, make_jwt_auth, make_tls_files
+from jsnb.metadata import hide_userinfo
 from jsnb.server import LocalCluster, NatsServer
 from tests.support import Recorder, eventually
 
@@ -147,8 +148,63 @@ def _bad_metadata(url: str, auth: Auth) -> list[dict[str, Any]]:
     ]
 
 
-async def test_credentials_in_the_url_are_not_shown(tmp_path: Path) -> None:
-    password = "pw-5d1e-never-shown"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        pytest.param("nats://app:pw@h:4222", "nats://***@h:4222", id="plain"),
+        pytest.param("nats://app:p@ss@h:4222", "nats://***@h:4222", id="at-sign"),
+        pytest.param("nats://app:p/ss@h:4222", "nats://***@h:4222", id="slash"),
+        pytest.param("nats://app:p:ss@h:4222", "nats://***@h:4222", id="colon"),
+        pytest.param("nats://app:p%40ss@h:4222", "nats://***@h:4222", id="percent-encoded"),
+        pytest.param("tls://tok@h:4222", "tls://***@h:4222", id="token-only"),
+        pytest.param("app:p@ss@h:4222", "***@h:4222", id="no-scheme"),
+        pytest.param(
+            "nats://a:p@1@h1:1, tls://b:p/2@h2:2,h3:3",
+            "nats://***@h1:1, tls://***@h2:2,h3:3",
+            id="server-list",
+        ),
+        pytest.param("nats://h:4222,h2:4222", "nats://h:4222,h2:4222", id="no-userinfo-unchanged"),
+    ],
+)
+def test_hide_userinfo_masks_up_to_the_last_at_sign(url: str, shown: str) -> None:
+    assert hide_userinfo(url) == shown
+
+
+# Unencoded "@", "/" and ":" (nats-py sends the URL's password as written, so "%40" too).
+URL_PASSWORDS = [
+    pytest.param("pw@5d1e-never-shown", id="at-sign"),
+    pytest.param("pw/5d1e-never-shown", id="slash"),
+    pytest.param("pw:5d1e-never-shown", id="colon"),
+    pytest.param("pw%405d1e-never-shown", id="percent-encoded"),
+]
+
+
+@pytest.mark.parametrize("password", URL_PASSWORDS)
+async def test_url_password_not_shown_when_connecting_fails(
+    password: str, unused_tcp_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"nats://app:{password}@127.0.0.1:{unused_tcp_port}"
+    texts: list[str] = []
+    try:
+        md = Metadata.from_properties({"natsURL": url})
+    except MetadataError as exc:  # "/" ends the authority: not a URL nats-py can use
+        texts += exception_texts(exc)
+    else:
+        views = [repr(md), md._repr_html_(), md.to_component_yaml()]
+        texts += [*views, str(md.as_properties(reveal_secrets=False))]
+    with pytest.raises(JsnbError) as info:
+        await JetStreamPubSub().init({"natsURL": url})
+    texts += exception_texts(info.value)
+    texts += [r.getMessage() for r in caplog.records]
+    assert not leaks(texts, [password]), leaks(texts, [password])
+
+
+@pytest.mark.parametrize(
+    "password",
+    [pytest.param("pw-5d1e-never-shown", id="plain"), pytest.param("p@ss:w%40rd-5d1e", id="@-:-%")],
+)
+async def test_credentials_in_the_url_are_not_shown(tmp_path: Path, password: str) -> None:
     users = f'authorization {{ user: "app", password: "{password}" }}'
     with NatsServer(store_dir=tmp_path / "store", extra_config=users) as server:
         url = server.url.replace("nats://", f"nats://app:{password}@")
