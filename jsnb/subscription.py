@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext, api
 
-from jsnb.cloudevents import parse_raw_payload
+from jsnb.cloudevents import normalize_metadata, parse_raw_payload
 from jsnb.consumer import ConsumerConflictError, consumer_config, retune
 from jsnb.dispatch import (
     BulkDispatcher,
@@ -87,7 +87,7 @@ class Subscription:
         self.topic = topic
         self._handler = handler
         self.md = md
-        meta = {k.lower(): v for k, v in (metadata or {}).items()}
+        meta = {k.lower(): v for k, v in normalize_metadata(metadata, what="subscribe").items()}
         self._raw = parse_raw_payload(meta.get("rawpayload") or "")
         self.dead_letter_topic: str | None = meta.get("deadlettertopic") or None
         self._bulk = bulk

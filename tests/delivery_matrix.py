@@ -224,8 +224,6 @@ async def run_case(server: NatsServer, case: Case, *, timeout: float = 30.0) -> 
         except (jsnb.MetadataError, jsnb.ConsumerConflictError) as exc:
             report.refused = str(exc)
             return report
-        if case.dlq == "failing":
-            await admin.jetstream.delete_stream(dlq_stream)
         # Half before a fault, half after: acks of the later ones must not cover the earlier.
         for i in range(MESSAGES // 2):
             await admin.publish(topic, f"m{i}".encode(), metadata={"rawPayload": "true"})
@@ -246,6 +244,9 @@ async def run_case(server: NatsServer, case: Case, *, timeout: float = 30.0) -> 
             await _until(
                 lambda: len(_final_by_seq(events)) >= half and not behaviour.running, timeout
             )
+        if case.dlq == "failing":
+            # After any restart: a new subscriber would be refused its missing DLQ stream.
+            await admin.jetstream.delete_stream(dlq_stream)
         for i in range(MESSAGES // 2, MESSAGES):
             await admin.publish(topic, f"m{i}".encode(), metadata={"rawPayload": "true"})
         await _until(lambda: _all_final(events), timeout)

@@ -1,0 +1,354 @@
+"""Delivery defects of issue 10, one test each, against a real nats-server.
+
+The combinations live in tests/test_delivery_matrix.py; these pin the single
+behaviours (refusals, warnings, ids, recovery, close) that a matrix cell only
+implies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+
+import jsnb
+from jsnb import JetStreamPubSub, Message, MetadataError, Outcome, StreamNotFoundError
+from jsnb.retry import RetryRule
+from jsnb.server import NatsServer
+from tests.support import Recorder, eventually
+
+
+@pytest.fixture
+async def ps(nats_server: NatsServer) -> Any:
+    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
+        await jsnb.ensure_stream(component, "ORDERS", ["orders", "orders.>"])
+        await jsnb.ensure_stream(component, "DLQ", ["dlq"])
+        yield component
+
+
+async def make(server: NatsServer, **props: Any) -> JetStreamPubSub:
+    return await JetStreamPubSub({"natsURL": server.url, **props}).init()
+
+
+async def _fail(msg: Message) -> None:
+    raise RuntimeError(f"poison {msg.data!r}")
+
+
+# -- refused up front (defects 1, 2, 3, 17, 20) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("props", "keys"),
+    [
+        pytest.param({"backOff": "0s, 500ms"}, ["backOff", "0s"], id="leading-zero-backoff"),
+        pytest.param({"backOff": "1s, 0s", "maxDeliver": 4}, ["backOff"], id="zero-backoff"),
+        pytest.param(
+            {"ackPolicy": "all", "queueGroupName": "q", "durableName": "d"},
+            ["ackPolicy", "queueGroupName"],
+            id="cumulative-acks-in-a-queue-group",
+        ),
+        pytest.param(
+            {"ackPolicy": "none", "maxAckPending": 10},
+            ["maxAckPending", "ackPolicy", "10082"],
+            id="no-acks-with-max-ack-pending",
+        ),
+    ],
+)
+def test_unsafe_combinations_are_refused_naming_the_keys(
+    props: dict[str, Any], keys: list[str]
+) -> None:
+    with pytest.raises(MetadataError) as info:
+        jsnb.Metadata.from_properties({"natsURL": "embedded", **props})
+    for key in keys:
+        assert key in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("topic", "error", "words"),
+    [
+        pytest.param(
+            "nowhere", StreamNotFoundError, ["deadLetterTopic", "'nowhere'"], id="no-stream"
+        ),
+        pytest.param("bad topic", MetadataError, ["deadLetterTopic", "not a valid"], id="invalid"),
+        pytest.param("orders.x", MetadataError, ["deadLetterTopic", "overlaps"], id="own-topic"),
+    ],
+)
+async def test_dead_letter_topic_is_checked_at_subscribe(
+    ps: JetStreamPubSub, topic: str, error: type[Exception], words: list[str]
+) -> None:
+    with pytest.raises(error) as info:
+        await ps.subscribe("orders.>", _fail, metadata={"deadLetterTopic": topic})
+    for word in words:
+        assert word in str(info.value)
+    assert not ps.subscriptions
+
+
+async def test_stream_name_that_does_not_capture_the_topic_is_refused(
+    nats_server: NatsServer,
+) -> None:
+    async with JetStreamPubSub({"natsURL": nats_server.url, "streamName": "ORDERS"}) as ps:
+        await jsnb.ensure_stream(ps, "ORDERS", ["orders.>"])
+        with pytest.raises(StreamNotFoundError, match=r"captures orders\.>, not topic 'billing'"):
+            await ps.subscribe("billing", print)
+        await ps.subscribe("orders.eu", print)  # a subject it does capture is fine
+
+
+async def test_unknown_stream_name_is_named(nats_server: NatsServer) -> None:
+    async with JetStreamPubSub({"natsURL": nats_server.url, "streamName": "MISSING"}) as ps:
+        with pytest.raises(StreamNotFoundError, match="streamName 'MISSING' does not exist"):
+            await ps.subscribe("orders", print)
+
+
+async def test_cumulative_acks_on_an_interest_stream_are_refused(nats_server: NatsServer) -> None:
+    async with JetStreamPubSub({"natsURL": nats_server.url, "ackPolicy": "all"}) as ps:
+        await jsnb.ensure_stream(ps, "INTEREST", ["interest"], retention="interest")
+        with pytest.raises(MetadataError, match="interest retention"):
+            await ps.subscribe("interest", print)
+
+
+# -- warnings where nothing is lost but something surprises (12, 13, 14) -----------------
+
+
+def test_ack_wait_replaced_by_backoff_is_warned() -> None:
+    # The seed page's own pair: the real first ack deadline is 50 ms, not 10 s.
+    with pytest.warns(UserWarning, match=r"ackWait 10s is not used.*backOff\[0\] \(50ms\)"):
+        jsnb.Metadata.from_properties(
+            {"natsURL": "embedded", "ackWait": "10s", "backOff": "50ms, 1s", "maxDeliver": 3}
+        )
+
+
+def test_queue_group_without_durable_is_warned() -> None:
+    with pytest.warns(UserWarning, match="every member gets every message"):
+        jsnb.Metadata.from_properties({"natsURL": "embedded", "queueGroupName": "workers"})
+
+
+async def test_dead_letter_topic_without_max_deliver_is_warned(ps: JetStreamPubSub) -> None:
+    with pytest.warns(UserWarning, match="deadLetterTopic 'dlq' is never used"):
+        await ps.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlq"})
+
+
+async def test_poison_message_without_ack_wait_does_not_spin(nats_server: NatsServer) -> None:
+    """Upstream NAKs at once without ackWait (thousands of redeliveries a second)."""
+    async with await make(nats_server, ackWait="1s") as ps:
+        await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
+        rec = Recorder(fail_times=1000)
+        sub = await ps.subscribe("orders", rec)
+        assert sub.rule.nak_delay(1) == 1.0
+        await ps.publish("orders", "poison")
+        await eventually(lambda: len(rec.attempts.get(1, [])) >= 2, timeout=10)
+        gaps = [b - a for a, b in zip(rec.attempts[1], rec.attempts[1][1:], strict=False)]
+        assert min(gaps) >= 0.9, gaps
+    async with await make(nats_server) as ps:  # no ackWait: the server's 30 s
+        sub = await ps.subscribe("orders", print)
+        assert sub.rule == RetryRule(ack_wait=30.0, backoff=(), max_deliver=-1)
+
+
+# -- dead letters (1, 5, 6) --------------------------------------------------------------
+
+
+async def test_failed_dead_letter_on_last_delivery_is_exhausted_not_nak(
+    ps: JetStreamPubSub, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[jsnb.DeliveryEvent] = []
+    ps.add_listener(events.append)
+    async with await make(nats_server, maxDeliver=2, backOff="50ms") as consumer:
+        consumer.add_listener(events.append)
+        await consumer.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlq"})
+        await ps.jetstream.delete_stream("DLQ")  # the dead-letter stream goes away later
+        await ps.publish("orders", "poison")
+        await eventually(lambda: any(e.outcome is Outcome.EXHAUSTED for e in events))
+    assert [e.outcome for e in events] == [Outcome.NAK, Outcome.EXHAUSTED]
+    assert "dead-letter publish to 'dlq' failed" in (events[-1].error or "")
+    assert "stays in stream ORDERS" in caplog.text
+    assert (await ps.jetstream.get_msg("ORDERS", 1)).data  # still stored
+
+
+async def test_no_acks_dead_letters_a_failure(ps: JetStreamPubSub, nats_server: NatsServer) -> None:
+    async with await make(nats_server, ackPolicy="none") as consumer:
+        events: list[jsnb.DeliveryEvent] = []
+        consumer.add_listener(events.append)
+        await consumer.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlq"})
+        await ps.publish("orders", "poison")
+        await eventually(lambda: events)
+    assert events[0].outcome is Outcome.DEAD_LETTER
+    assert (await ps.jetstream.stream_info("DLQ")).state.messages == 1
+
+
+async def test_dead_letters_of_two_consumers_are_not_duplicates(
+    ps: JetStreamPubSub, nats_server: NatsServer
+) -> None:
+    """Both consumers fail stream seq 1; the old id dlq-ORDERS-1 kept only one copy."""
+    a, b = (
+        await make(nats_server, durableName="a", maxDeliver=1),
+        await make(nats_server, durableName="b", maxDeliver=1),
+    )
+    try:
+        for c in (a, b):
+            await c.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlq"})
+        await ps.publish("orders", "poison")
+        await eventually(_dlq_count(ps, 2))
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_dead_letters_after_the_stream_is_recreated_are_kept(
+    ps: JetStreamPubSub, nats_server: NatsServer
+) -> None:
+    for round_ in (1, 2):
+        async with await make(nats_server, durableName="d", maxDeliver=1) as c:
+            await c.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlq"})
+            await ps.publish("orders", f"poison {round_}")
+            await eventually(_dlq_count(ps, round_))
+        await ps.jetstream.delete_stream("ORDERS")  # same name, same seq 1 next round
+        await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
+
+
+def _dlq_count(ps: JetStreamPubSub, n: int) -> Any:
+    async def check() -> bool:
+        return (await ps.jetstream.stream_info("DLQ")).state.messages == n
+
+    return check
+
+
+# -- bulk statuses in Dapr's words (11) ----------------------------------------------------
+
+
+async def test_bulk_handler_may_answer_in_daprs_words(
+    ps: JetStreamPubSub, nats_server: NatsServer
+) -> None:
+    words = {b"ok": "SUCCESS", b"again": "retry", b"drop": "DROP", b"dead": "Drop"}
+    async with await make(nats_server, backOff="50ms", maxDeliver=3) as consumer:
+        events: list[jsnb.DeliveryEvent] = []
+        consumer.add_listener(events.append)
+
+        def handler(batch: list[Message]) -> dict[str, str]:
+            out = {}
+            for m in batch:
+                word = words[m.data]
+                out[m.entry_id] = "SUCCESS" if m.delivery.num_delivered > 1 else word
+            return out
+
+        await consumer.bulk_subscribe("orders", handler, max_messages=10, max_await_ms=50)
+        await consumer.bulk_subscribe(
+            "orders.dead", handler, max_await_ms=50, metadata={"deadLetterTopic": "dlq"}
+        )
+        for data in (b"ok", b"again", b"drop"):
+            await ps.publish("orders", data, metadata={"rawPayload": "true"})
+        await ps.publish("orders.dead", b"dead", metadata={"rawPayload": "true"})
+        await eventually(lambda: len(events) >= 5)
+    by = {(e.preview, e.num_delivered): e.outcome for e in events}
+    assert by[(b"ok", 1)] is Outcome.ACK
+    assert by[(b"again", 1)] is Outcome.NAK and by[(b"again", 2)] is Outcome.ACK
+    assert by[(b"drop", 1)] is Outcome.TERM
+    assert by[(b"dead", 1)] is Outcome.DEAD_LETTER
+
+
+# -- consumers: retune (9), ephemeral recovery (7) -------------------------------------------
+
+
+async def test_retune_keeps_what_the_metadata_leaves_unset(
+    ps: JetStreamPubSub, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    props = {"durableName": "tuned", "backOff": "100ms, 1s", "maxDeliver": 5, "rateLimit": 8000}
+    async with await make(nats_server, **props) as first:
+        await first.subscribe("orders", print)
+    caplog.set_level(logging.WARNING, logger="jsnb")
+    async with await make(nats_server, durableName="tuned", maxAckPending=10) as second:
+        sub = await second.subscribe("orders", print)
+        cfg = (await sub.consumer_info()).config
+    assert cfg.max_ack_pending == 10
+    assert cfg.backoff == [0.1, 1.0] and cfg.max_deliver == 5 and cfg.rate_limit_bps == 8000
+    assert sub.rule == RetryRule(ack_wait=0.1, backoff=(0.1, 1.0), max_deliver=5)
+    assert "retuning consumer tuned: maxAckPending" in caplog.text
+    caplog.clear()
+    async with await make(
+        nats_server, durableName="tuned", maxDeliver=7, backOff="200ms, 1s"
+    ) as third:
+        await third.subscribe("orders", print)
+    line = next(r.message for r in caplog.records if "retuning" in r.message)
+    assert "maxDeliver 5 -> 7" in line and "backOff [0.1, 1.0] -> [0.2, 1.0]" in line
+
+
+async def test_recreated_ephemeral_consumer_starts_below_unsettled_messages(
+    nats_server: NatsServer,
+) -> None:
+    """Seq 1 is waiting for its NAK delay when the consumer is lost; it must come back."""
+    async with await make(nats_server, backOff="1s", maxDeliver=5) as ps:
+        await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
+        rec = Recorder()
+        attempts: list[tuple[int, int]] = []
+
+        async def handler(msg: Message) -> None:
+            attempts.append((msg.delivery.stream_seq, msg.delivery.num_delivered))
+            if msg.delivery.stream_seq == 1 and msg.delivery.num_delivered == 1:
+                raise RuntimeError("later, please")
+            await rec(msg)
+
+        sub = await ps.subscribe("orders", handler)
+        for i in range(1, 4):
+            await ps.publish("orders", f"m{i}")
+        await eventually(lambda: len(rec.messages) == 2)  # 2 and 3 acked, 1 NAKed for 1 s
+        await ps.jetstream.delete_consumer("ORDERS", sub.consumer)
+        nats_server.restart()  # the reconnect makes the subscription recreate its consumer
+        await eventually(lambda: {m.data for m in rec.messages} >= {b"m1"}, timeout=30)
+
+
+# -- close (10, 16) --------------------------------------------------------------------------
+
+
+async def test_close_with_the_server_down_is_quiet_and_leaves_no_task(
+    nats_server: NatsServer,
+) -> None:
+    before = set(asyncio.all_tasks())
+    ps = await make(nats_server)
+    await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
+    await ps.subscribe("orders", print)
+    nats_server.kill()
+    await ps.close()  # used to raise ConnectionResetError
+    left = {t for t in asyncio.all_tasks() - before if not t.done()}
+    left.discard(asyncio.current_task())
+    await eventually(lambda: all(t.done() for t in left), timeout=5)
+
+
+async def test_close_waits_for_all_subscriptions_at_once(nats_server: NatsServer) -> None:
+    release = asyncio.Event()
+
+    async def stuck(msg: Message) -> None:
+        await release.wait()
+
+    ps = await make(nats_server)
+    await jsnb.ensure_stream(ps, "ORDERS", ["orders.>"])
+    for i in range(3):
+        await ps.subscribe(f"orders.{i}", stuck)
+        await ps.publish(f"orders.{i}", "x")
+    await eventually(lambda: all(s.delivered for s in ps.subscriptions))
+    started = time.monotonic()
+    await ps.close(timeout=1.0)
+    # One after another this took 3 x 1 s; together it is one timeout (and some slack).
+    assert time.monotonic() - started < 2.5
+    release.set()
+
+
+# -- messages (21) ---------------------------------------------------------------------------
+
+
+async def test_a_topic_header_does_not_hide_the_subject(ps: JetStreamPubSub) -> None:
+    got: list[Message] = []
+    await ps.subscribe("orders.>", got.append)
+    await ps.publish("orders.eu", "x", metadata={"Topic": "spoofed"})
+    await eventually(lambda: got)
+    assert got[0].metadata["Topic"] == "orders.eu"
+
+
+async def test_subscribe_metadata_values_as_dapr_writes_them(ps: JetStreamPubSub) -> None:
+    got: list[Message] = []
+    await ps.subscribe("orders", got.append, metadata={"rawPayload": True})
+    await ps.publish("orders", b"raw", metadata={"rawPayload": True})
+    await eventually(lambda: got)
+    assert got[0].data == b"raw" and got[0].cloud_event is None
+    with pytest.raises(MetadataError, match="subscribe metadata 'deadLetterTopic' is a NoneType"):
+        await ps.subscribe("orders.x", print, metadata={"deadLetterTopic": None})
