@@ -26,6 +26,7 @@ current Dapr would read the manifest differently from jsnb is warned about
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -70,8 +71,12 @@ class Manifest:
     refs: Mapping[str, Ref] = field(default_factory=dict)
 
 
+# Keyed per process, so a digest shown in a repr says nothing about a short secret.
+_DIGEST_KEY = os.urandom(16)
+
+
 def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+    return hmac.new(_DIGEST_KEY, value.encode(), hashlib.sha256).hexdigest()
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -107,7 +112,7 @@ def read_component(
         md = Metadata.from_properties(
             {k: v for k, v in props.items() if k not in failed}, allow_embedded=allow_embedded
         )
-    except MetadataError as exc:
+    except MetadataError as exc:  # never empty after filtering: failed keys are problems
         problems += [p for p in exc.problems if p[0] not in failed]
     if problems:
         raise MetadataError.collect(problems, where="" if label == _TEXT else label)
@@ -245,12 +250,12 @@ def _entries(
         if key in props:
             _warn(f"jsnb: {key} is given twice; the last one is used, as in Dapr", UserWarning)
         try:
-            props[key] = _value(key, entry, secrets, store, unmask)
+            props[key], ref = _value(key, entry, secrets, store, unmask)
         except MetadataError as exc:
             problems.append((key, str(exc)))
             continue
-        if "secretKeyRef" in entry or ("envRef" in entry and entry.get("value") is None):
-            refs[key] = {k: v for k, v in entry.items() if k not in ("name", "value")}
+        if ref is not None:
+            refs[key] = {ref: entry[ref]}
     return props, refs
 
 
@@ -260,15 +265,16 @@ def _value(
     secrets: Secrets | None,
     store: str,
     unmask: Mapping[str, Any],
-) -> Any:
+) -> tuple[Any, str | None]:
+    """An entry's value, and which reference gave it (``secretKeyRef``, ``envRef``, none)."""
     if "secretKeyRef" in entry:  # Dapr replaces any value with the secret
-        return _secret(key, entry["secretKeyRef"], secrets, store)
+        return _secret(key, entry["secretKeyRef"], secrets, store), "secretKeyRef"
     value = entry.get("value")
     if value is None and "envRef" in entry:  # Dapr reads envRef only without a value
-        return _env(key, entry["envRef"])
+        return _env(key, entry["envRef"]), "envRef"
     if "value" not in entry:
         raise MetadataError(f"{key} has no 'value' (nor envRef or secretKeyRef)")
-    return _unmasked(key, value, unmask)
+    return _unmasked(key, value, unmask), None
 
 
 def _secret(key: str, ref: Any, secrets: Secrets | None, store: str) -> Any:
@@ -452,7 +458,9 @@ def _value_differences(key: str, kind: Kind, value: Any) -> Iterator[str]:
             f"{key} is empty: jsnb reads no start time, but Dapr sets one at 1970 for any "
             "value, which nats-server refuses unless deliverPolicy is time: drop the entry"
         )
-    elif kind is Kind.INT and isinstance(value, str) and re.fullmatch(r"[+-]?0[0-9_]+", value):
+    elif (
+        kind is Kind.INT and isinstance(value, str) and re.fullmatch(r"[+-]?0+[1-9][0-9_]*", value)
+    ):
         yield (
             f"{key} {value!r}: Dapr reads a leading zero as octal; jsnb reads decimal: drop "
             "the leading zero"

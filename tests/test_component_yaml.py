@@ -119,7 +119,8 @@ CREDS = {"nats-creds": {"jwt": "eyJ-secret-jwt-5"}, "nats-seed": {"nats-seed": "
 def test_secret_key_ref_is_resolved_from_the_secrets_given(secrets: Any) -> None:
     md = load(SECRET_REF, secrets=secrets)
     assert (md.jwt, md.seed_key) == ("eyJ-secret-jwt-5", "SU-secret-seed-6")
-    shown = repr(md) + md._repr_html_() + md.to_component_yaml(reveal_secrets=True)
+    shown = repr(md) + repr(md.manifest) + md._repr_html_()
+    shown += md.to_component_yaml(reveal_secrets=True)  # the references, not the values
     assert "secret-jwt" not in shown and "secret-seed" not in shown
 
 
