@@ -1,49 +1,181 @@
-"""Reading Dapr ``Component`` manifests of type ``pubsub.jetstream``.
+"""Dapr ``Component`` manifests of type ``pubsub.jetstream``: reading and writing.
 
->>> load_component_properties('''
+>>> md = read_component('''
 ... apiVersion: dapr.io/v1alpha1
 ... kind: Component
-... metadata: {name: js}
+... metadata: {name: orders-pubsub, namespace: shop}
 ... spec:
 ...   type: pubsub.jetstream
 ...   version: v1
 ...   metadata:
 ...   - {name: natsURL, value: "nats://localhost:4222"}
+...   - {name: maxDeliver, value: 5}
+... scopes: [checkout]
 ... ''')
-{'natsURL': 'nats://localhost:4222'}
+>>> md.max_deliver, md.manifest.name, md.manifest.scopes
+(5, 'orders-pubsub', ('checkout',))
 
-Only the manifest's shape is checked here; the values are parsed by
-:meth:`jsnb.Metadata.from_properties`.
+A manifest is read the way the Dapr runtime reads it: ``envRef`` from the
+environment, ``secretKeyRef`` from the *secrets* given (jsnb has no secret
+store), every problem collected into one ``MetadataError``. The values are
+then parsed by :meth:`jsnb.Metadata.from_properties`, and each place where
+current Dapr would read the manifest differently from jsnb is warned about
+(see ``_dapr_differences``; docs/behaviour.md lists them in one table).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from jsnb.errors import MetadataError
+from jsnb.metadata import MASK, DeliverPolicy, Kind, Metadata, _warn, hide_userinfo
 
 COMPONENT_TYPE = "pubsub.jetstream"
+DEFAULT_NAME = "jetstream-pubsub"
+# What a secretKeyRef is resolved from: {secret: {key: value}} or (secret, key) -> value.
+Secrets = Mapping[str, Mapping[str, Any]] | Callable[[str, str], Any]
+_TEXT = "component YAML"  # how messages name a source given as text
+_TEMPLATE = re.compile(r"\{\{.{0,60}?\}\}")
+_MASKED_URL = re.compile(r"//\*\*\*@")
+# The versions Dapr's registry treats as the first one (components.IsInitialVersion).
+_DAPR_VERSIONS = {"", "v0", "v1"}
+
+
+class Ref(NamedTuple):
+    """A metadata entry that pointed elsewhere (``envRef`` or ``secretKeyRef``)."""
+
+    entry: Mapping[str, Any]
+    # A digest of the value it gave, not the value: enough to see on export whether
+    # the value is still the same, and this record never holds a secret.
+    digest: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a manifest says besides its properties; ``to_component_yaml`` writes it back."""
+
+    name: str = DEFAULT_NAME
+    namespace: str = ""
+    scopes: tuple[str, ...] = ()
+    secret_store: str = ""
+    refs: Mapping[str, Ref] = field(default_factory=dict)
+
+
+# Keyed per process, so a digest shown in a repr says nothing about a short secret.
+_DIGEST_KEY = os.urandom(16)
+
+
+def _digest(value: str) -> str:
+    return hmac.new(_DIGEST_KEY, value.encode(), hashlib.sha256).hexdigest()
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def read_component(
+    source: str | Path,
+    *,
+    name: str | None = None,
+    secrets: Secrets | None = None,
+    allow_embedded: bool = False,
+    unmask: Mapping[str, Any] | None = None,
+) -> Metadata:
+    """The ``Metadata`` of one ``pubsub.jetstream`` component in *source*.
+
+    Args:
+        source: YAML text, or the path of a file holding it.
+        name: Which component, when the file holds several.
+        secrets: Values for ``secretKeyRef`` entries.
+        allow_embedded: A missing ``natsURL`` means an embedded server.
+        unmask: Current values a masked export stands for (the config form's
+            own): a masked value whose key is here is replaced instead of refused.
+
+    Raises:
+        MetadataError: listing every problem, one line each.
+    """
+    text, label = _read(source)
+    component = _pick_component(_load_yaml(text, label), label, name)
+    problems: list[tuple[str | None, str]] = []
+    props, refs = _entries(component, secrets, unmask or {}, problems)
+    failed = {key for key, _ in problems}
+    try:
+        md = Metadata.from_properties(
+            {k: v for k, v in props.items() if k not in failed}, allow_embedded=allow_embedded
+        )
+    except MetadataError as exc:  # never empty after filtering: failed keys are problems
+        problems += [p for p in exc.problems if p[0] not in failed]
+    if problems:
+        raise MetadataError.collect(problems, where="" if label == _TEXT else label)
+    for message in _dapr_differences(component, props, md):
+        _warn(f"jsnb: {message}", UserWarning)
+    return md._from_manifest(_manifest(component, md, refs))
 
 
 def _read(source: str | Path) -> tuple[str, str]:
-    """The YAML text and a label for messages: a path is read, other text is YAML."""
-    if isinstance(source, Path) or ("\n" not in source and source.endswith((".yaml", ".yml"))):
-        path = Path(source)
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-            raise MetadataError(f"jsnb: cannot read component file {str(path)!r}: {exc}") from None
-    return source, "component YAML"
+    """The YAML text and a label for messages: the path, or _TEXT."""
+    if isinstance(source, str) and not _looks_like_path(source):
+        return source, _TEXT
+    path = Path(source)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        reason = "no such file"
+    except IsADirectoryError:
+        reason = "it is a directory; give the path of one manifest file"
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = str(exc)
+    raise MetadataError(f"jsnb: cannot read component file {str(path)!r}: {reason}")
 
 
-def _pick_component(docs: list[Any], label: str) -> dict[str, Any]:
+def _looks_like_path(text: str) -> bool:
+    """One line naming a file, rather than YAML text (``key: value`` lines, flow style)."""
+    line = text.strip()
+    if not line or "\n" in line:
+        return False
+    if line.endswith((".yaml", ".yml")):
+        return True
+    return ("/" in line or "\\" in line) and ": " not in line and line[0] not in "{[\"'"
+
+
+def _load_yaml(text: str, label: str) -> list[Any]:
+    template = _TEMPLATE.search(text)
+    if template:
+        line = text.count("\n", 0, template.start()) + 1
+        raise MetadataError(
+            f"jsnb: {label} is a Helm template ({template.group()} at line {line}): render it "
+            "first (helm template <release> <chart>) and load the output"
+        )
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise MetadataError(f"jsnb: {label} is not valid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise MetadataError(f"jsnb: {label} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise MetadataError(f"jsnb: {label} is not valid YAML: nested too deeply") from None
+
+
+def _component_name(component: Mapping[str, Any]) -> str:
+    meta = component.get("metadata")
+    return str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
+
+
+def _pick_component(docs: list[Any], label: str, name: str | None) -> dict[str, Any]:
     components = [d for d in docs if isinstance(d, dict) and d.get("kind") == "Component"]
     if not components:
-        kinds = ", ".join(repr(d.get("kind")) for d in docs if isinstance(d, dict)) or "none"
-        raise MetadataError(f"jsnb: {label} has no 'kind: Component' document (found kind {kinds})")
+        raise MetadataError(f"jsnb: {label} {_not_a_manifest(docs)}")
     for component in components:
         if "spec" in component and not isinstance(component["spec"], dict):
             raise MetadataError(
@@ -51,9 +183,17 @@ def _pick_component(docs: list[Any], label: str) -> dict[str, Any]:
                 f"not {type(component['spec']).__name__}"
             )
     ours = [c for c in components if (c.get("spec") or {}).get("type") == COMPONENT_TYPE]
+    names = ", ".join(repr(_component_name(c)) for c in ours)
+    if name is not None:
+        chosen = [c for c in ours if _component_name(c) == name]
+        if not chosen:
+            held = f"it holds {names}" if ours else f"it holds no {COMPONENT_TYPE} component"
+            raise MetadataError(f"jsnb: {label} has no {COMPONENT_TYPE} named {name!r}; {held}")
+        ours = chosen[:1]
     if len(ours) > 1:
         raise MetadataError(
-            f"jsnb: {label} holds {len(ours)} {COMPONENT_TYPE} components; keep one"
+            f"jsnb: {label} holds {len(ours)} {COMPONENT_TYPE} components ({names}); "
+            "pick one with name=..."
         )
     if ours:
         return ours[0]
@@ -66,43 +206,293 @@ def _pick_component(docs: list[Any], label: str) -> dict[str, Any]:
     )
 
 
-def load_component_properties(source: str | Path) -> dict[str, Any]:
-    """The ``spec.metadata`` name/value list of a manifest as a mapping.
+def _not_a_manifest(docs: list[Any]) -> str:
+    """Why *docs* hold no Component, and what would make them one."""
+    header = "apiVersion: dapr.io/v1alpha1, kind: Component, metadata: {name: ...}"
+    first = docs[0] if docs else None
+    if isinstance(first, dict) and "kind" not in first and ("spec" in first or "type" in first):
+        part = "a 'spec:' snippet" if "spec" in first else "the inside of a 'spec:' section"
+        return f"is {part}, not a whole manifest: add the header ({header})"
+    if isinstance(first, list) and all(isinstance(e, dict) and "name" in e for e in first):
+        return (
+            "is a bare list of name/value entries: put it under spec.metadata of a "
+            f"Component ({header}, spec: {{type: {COMPONENT_TYPE}, version: v1}})"
+        )
+    kinds = ", ".join(repr(d.get("kind")) for d in docs if isinstance(d, dict)) or "none"
+    return f"has no 'kind: Component' document (found kind {kinds})"
 
-    Errors say what is wrong and where: malformed YAML with its line, a
-    component of another type, a missing ``spec``, ``secretKeyRef`` entries
-    (a Dapr secret store resolves those; jsnb has none, so pass the value).
+
+def _entries(
+    component: Mapping[str, Any],
+    secrets: Secrets | None,
+    unmask: Mapping[str, Any],
+    problems: list[tuple[str | None, str]],
+) -> tuple[dict[str, Any], dict[str, Mapping[str, Any]]]:
+    """``spec.metadata`` as a property map, references resolved as the Dapr runtime does.
+
+    Problems are appended to *problems*; the second result holds the reference
+    entries by name.
     """
-    text, label = _read(source)
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise MetadataError(f"jsnb: {label} is not valid YAML{where}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise MetadataError(f"jsnb: {label} is not valid YAML: {exc}") from None
-    except RecursionError:
-        raise MetadataError(f"jsnb: {label} is not valid YAML: nested too deeply") from None
-    component = _pick_component(docs, label)
     entries = component["spec"].get("metadata") or []
     if not isinstance(entries, list):
-        raise MetadataError(f"jsnb: {label}: spec.metadata must be a list of name/value entries")
+        problems.append((None, "spec.metadata must be a list of name/value entries"))
+        return {}, {}
     props: dict[str, Any] = {}
-    for i, entry in enumerate(entries):
+    refs: dict[str, Mapping[str, Any]] = {}
+    store = _secret_store(component) or "its secret store"
+    for i, entry in enumerate(entries, start=1):
         if not isinstance(entry, dict) or "name" not in entry:
-            raise MetadataError(
-                f"jsnb: {label}: spec.metadata entry {i + 1} needs a 'name' (got {entry!r})"
-            )
-        name = str(entry["name"])
-        if "secretKeyRef" in entry:
-            raise MetadataError(
-                f"jsnb: {label}: {name} uses secretKeyRef, which a Dapr secret store resolves; "
-                "jsnb has no secret store, so give the value directly (for example from an "
-                "environment variable) instead",
-                key=name,
-            )
-        if "value" not in entry:
-            raise MetadataError(f"jsnb: {label}: {name} has no 'value'", key=name)
-        props[name] = entry["value"]
-    return props
+            # Never show the entry itself: its value may be a secret.
+            has = f"keys {', '.join(map(str, entry))}" if isinstance(entry, dict) else "no keys"
+            problems.append((None, f"spec.metadata entry {i} needs a 'name' (it has {has})"))
+            continue
+        key = str(entry["name"])
+        if key in props:
+            _warn(f"jsnb: {key} is given twice; the last one is used, as in Dapr", UserWarning)
+        try:
+            props[key], ref = _value(key, entry, secrets, store, unmask)
+        except MetadataError as exc:
+            problems.append((key, str(exc)))
+            continue
+        if ref is not None:
+            refs[key] = {ref: entry[ref]}
+    return props, refs
+
+
+def _value(
+    key: str,
+    entry: Mapping[str, Any],
+    secrets: Secrets | None,
+    store: str,
+    unmask: Mapping[str, Any],
+) -> tuple[Any, str | None]:
+    """An entry's value, and which reference gave it (``secretKeyRef``, ``envRef``, none)."""
+    if "secretKeyRef" in entry:  # Dapr replaces any value with the secret
+        return _secret(key, entry["secretKeyRef"], secrets, store), "secretKeyRef"
+    value = entry.get("value")
+    if value is None and "envRef" in entry:  # Dapr reads envRef only without a value
+        return _env(key, entry["envRef"]), "envRef"
+    if "value" not in entry:
+        raise MetadataError(f"{key} has no 'value' (nor envRef or secretKeyRef)")
+    return _unmasked(key, value, unmask), None
+
+
+def _secret(key: str, ref: Any, secrets: Secrets | None, store: str) -> Any:
+    if not isinstance(ref, Mapping) or not ref.get("name"):
+        raise MetadataError(f"{key}: secretKeyRef needs a 'name' (and usually a 'key')")
+    secret = str(ref["name"])
+    item = str(ref.get("key") or secret)  # Dapr: no key means the key named like the secret
+    where = f"secret {secret!r}, key {item!r}"
+    if secrets is None:
+        raise MetadataError(
+            f"{key} uses secretKeyRef ({where}), which Dapr resolves from {store}; jsnb has "
+            f"no secret store: pass secrets={{{secret!r}: {{{item!r}: ...}}}} (or a function "
+            "(secret, key) -> value), or give the value directly"
+        )
+    try:
+        value = secrets(secret, item) if callable(secrets) else secrets[secret][item]
+    except LookupError:
+        value = None
+    if value is None:
+        raise MetadataError(f"{key}: secretKeyRef ({where}) is not in the secrets given")
+    return value
+
+
+def _env(key: str, name: Any) -> str:
+    value = os.environ.get(str(name))
+    if value is None:
+        _warn(
+            f"jsnb: {key} reads the environment variable {str(name)!r}, which is not set; "
+            "the value is empty, as in Dapr",
+            UserWarning,
+        )
+    return value or ""
+
+
+def _unmasked(key: str, value: Any, unmask: Mapping[str, Any]) -> Any:
+    """*value*, unless it is what an export without ``reveal_secrets`` wrote."""
+    try:
+        info = Metadata.field_info(key)
+    except KeyError:
+        return value
+    if info.secret and value == MASK:
+        if unmask.get(info.key):
+            return unmask[info.key]
+        raise MetadataError(
+            f"{info.key} is {MASK!r}: the value was masked on export; give the real value, or "
+            "export with reveal_secrets=True"
+        )
+    if info.key == "natsURL" and isinstance(value, str) and _MASKED_URL.search(value):
+        current = str(unmask.get(info.key, ""))
+        if current and hide_userinfo(current) == value:
+            return current
+        raise MetadataError(
+            f"natsURL {value!r} has its credentials masked on export (***); give the real "
+            "URL, or export with reveal_secrets=True"
+        )
+    return value
+
+
+def _secret_store(component: Mapping[str, Any]) -> str:
+    auth = component.get("auth")
+    return str(auth.get("secretStore") or "") if isinstance(auth, Mapping) else ""
+
+
+def _manifest(
+    component: Mapping[str, Any], md: Metadata, refs: Mapping[str, Mapping[str, Any]]
+) -> Manifest:
+    meta = component.get("metadata") if isinstance(component.get("metadata"), Mapping) else {}
+    scopes = component.get("scopes")
+    values = md.as_properties(defaults=True)
+    return Manifest(
+        name=_component_name(component) or DEFAULT_NAME,
+        namespace=str(meta.get("namespace") or ""),
+        scopes=tuple(map(str, scopes)) if isinstance(scopes, list) else (),
+        secret_store=_secret_store(component),
+        refs={
+            info.key: Ref(entry, _digest(values[info.key]))
+            for key, entry in refs.items()
+            if (info := _field(key)) is not None
+        },
+    )
+
+
+def _field(key: str) -> Any:
+    try:
+        return Metadata.field_info(key)
+    except KeyError:
+        return None
+
+
+# -- where Dapr reads a manifest differently ---------------------------------------------
+
+
+def _dapr_differences(
+    component: Mapping[str, Any], props: Mapping[str, Any], md: Metadata
+) -> Iterator[str]:
+    """What current Dapr would refuse, or read differently, in a manifest jsnb accepted.
+
+    Seed-era keys and unknown keys are warned about by ``from_properties``.
+    """
+    version = component["spec"].get("version")
+    if str(version or "") not in _DAPR_VERSIONS:
+        yield (
+            f"spec.version {version!r}: Dapr has only v1 of {COMPONENT_TYPE} and fails to "
+            "load this component; jsnb reads it as v1: write version: v1"
+        )
+    lowered = {key.strip().lower(): (key, value) for key, value in props.items()}
+    for key in props:
+        if key != key.strip():
+            yield f"{key!r}: Dapr does not match a key with spaces around it and ignores it"
+    yield from _enum_differences(lowered)
+    if "deliverpolicy" not in lowered and md.deliver_policy in (
+        DeliverPolicy.SEQUENCE,
+        DeliverPolicy.TIME,
+    ):
+        start = "startSequence" if md.deliver_policy is DeliverPolicy.SEQUENCE else "startTime"
+        yield (
+            f"no deliverPolicy: Dapr defaults to 'all' and nats-server then refuses the "
+            f"subscription because {start} is set; jsnb reads deliverPolicy "
+            f"{md.deliver_policy.value!r}: add '- {{name: deliverPolicy, value: "
+            f"{md.deliver_policy.value}}}'"
+        )
+    for lower, (key, value) in lowered.items():
+        info = _field(lower)
+        if info is not None:
+            yield from _value_differences(info.key, info.kind, value)
+            if not info.upstream and value not in (None, ""):
+                yield f"{key} is a jsnb extension: Dapr ignores it"
+    if md.embedded:
+        yield (
+            "natsURL 'embedded' (or none) starts jsnb's own server; Dapr cannot: it needs "
+            "a server URL such as nats://localhost:4222"
+        )
+
+
+def _enum_differences(lowered: Mapping[str, tuple[str, Any]]) -> Iterator[str]:
+    """Enum values Dapr compares case-sensitively, where jsnb ignores case and spaces."""
+    for lower in ("deliverpolicy", "ackpolicy", "concurrencymode", "concurrency"):
+        if lower not in lowered:
+            continue
+        key, value = lowered[lower]
+        if not isinstance(value, str) or value == value.strip().lower():
+            continue
+        word = value.strip().lower()
+        if lower == "deliverpolicy":
+            effect = f"Dapr's Init fails (deliver policy {value} is not one of: all, ...)"
+        elif lower == "ackpolicy":
+            if word == "explicit":
+                continue  # Dapr falls back to explicit for any spelling it does not know
+            effect = "Dapr reads it as 'explicit' (it falls back to explicit for any other word)"
+        elif lower == "concurrencymode":
+            effect = "Dapr's Init fails (invalid concurrencyMode)"
+        elif "concurrencymode" in lowered:
+            continue  # concurrencyMode overrides it in Dapr too
+        else:
+            effect = "Dapr selects no handler and its Subscribe fails"
+        yield f"{key} {value!r}: {effect}; jsnb reads {word!r}: write {word!r}"
+
+
+def _value_differences(key: str, kind: Kind, value: Any) -> Iterator[str]:
+    """Values jsnb reads that Dapr's decoder refuses or reads otherwise."""
+    if kind is Kind.DURATION and isinstance(value, float) and not value.is_integer():
+        yield (
+            f"{key} {value!r}: Dapr refuses a number with a fraction (time: missing unit); "
+            f"jsnb reads {value!r} seconds: write '{value}s'"
+        )
+    elif kind is Kind.DURATIONS and (
+        isinstance(value, list | tuple | float)
+        or (isinstance(value, str) and re.search(r"[\[\]'\"]", value))
+    ):
+        yield (
+            f"{key} {value!r}: Dapr reads one comma-separated string of durations and fails "
+            "on brackets, quotes and bare fractions; write it like '50ms, 1s, 10s'"
+        )
+    elif kind is Kind.UNIX_TIME and isinstance(value, date):
+        yield (
+            f"{key} is a YAML timestamp: Dapr wants Unix seconds and its Init fails; write "
+            "the Unix seconds instead"
+        )
+    elif kind is Kind.UNIX_TIME and isinstance(value, str) and value.strip() == "":
+        yield (
+            f"{key} is empty: jsnb reads no start time, but Dapr sets one at 1970 for any "
+            "value, which nats-server refuses unless deliverPolicy is time: drop the entry"
+        )
+    elif (
+        kind is Kind.INT and isinstance(value, str) and re.fullmatch(r"[+-]?0+[1-9][0-9_]*", value)
+    ):
+        yield (
+            f"{key} {value!r}: Dapr reads a leading zero as octal; jsnb reads decimal: drop "
+            "the leading zero"
+        )
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+def render_component(md: Metadata, name: str | None = None, *, reveal_secrets: bool = False) -> str:
+    """*md* as a Component manifest, with the identity and references it was read with."""
+    manifest = md.manifest or Manifest()
+    props = md.as_properties(reveal_secrets=reveal_secrets)
+    values = md.as_properties(defaults=True)
+    entries: list[dict[str, Any]] = []
+    for key in [*props, *(k for k in manifest.refs if k not in props)]:
+        ref = manifest.refs.get(key)
+        if ref is not None and ref.digest == _digest(values[key]):
+            entries.append({"name": key, **ref.entry})
+        elif key in props:
+            entries.append({"name": key, "value": props[key]})
+    meta: dict[str, Any] = {"name": name or manifest.name}
+    if manifest.namespace:
+        meta["namespace"] = manifest.namespace
+    doc: dict[str, Any] = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": meta,
+        "spec": {"type": COMPONENT_TYPE, "version": "v1", "metadata": entries},
+    }
+    if manifest.secret_store:
+        doc["auth"] = {"secretStore": manifest.secret_store}
+    if manifest.scopes:
+        doc["scopes"] = list(manifest.scopes)
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)

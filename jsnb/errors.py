@@ -14,6 +14,8 @@ right thing; jsnb adds context where a raw server error would puzzle a user.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 
 class JsnbError(Exception):
     """Base class of every error jsnb raises itself."""
@@ -23,12 +25,34 @@ class MetadataError(JsnbError, ValueError):
     """A component property is missing, malformed or contradicts another.
 
     The message names the Dapr key, shows the bad value (never a secret) and
-    says what is allowed.
+    says what is allowed. One error can carry several problems, as a linter
+    reports a whole file: ``problems`` holds ``(key, message)`` pairs, one per
+    line of the message, and ``key`` is the first problem's key.
     """
 
-    def __init__(self, message: str, *, key: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        problems: Sequence[tuple[str | None, str]] = (),
+    ) -> None:
         super().__init__(message)
-        self.key = key
+        self.problems: tuple[tuple[str | None, str], ...] = tuple(problems) or ((key, message),)
+        self.key = self.problems[0][0]
+
+    @classmethod
+    def collect(
+        cls, problems: Iterable[tuple[str | None, str]], *, where: str = ""
+    ) -> MetadataError:
+        """One error listing *problems*; *where* (a file name) opens the message."""
+        found = tuple(problems)
+        prefix = f"jsnb: {where}: " if where else "jsnb: "
+        if len(found) == 1:
+            key, message = found[0]
+            return cls(prefix + message.removeprefix("jsnb: "), key=key)
+        lines = "".join(f"\n- {message.removeprefix('jsnb: ')}" for _, message in found)
+        return cls(f"{prefix}{len(found)} problems:{lines}", problems=found)
 
 
 class ComponentClosedError(JsnbError):

@@ -14,22 +14,28 @@ trip, the config form and the HTML table, so there is one list of fields.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import enum
 import html
+import math
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from jsnb.durations import format_duration, from_seconds, parse_duration
 from jsnb.errors import MetadataError
+
+if TYPE_CHECKING:
+    from jsnb.component_yaml import Manifest, Secrets
 
 EMBEDDED = "embedded"
 DEFAULT_NAME = "dapr.io - pubsub.jetstream"
@@ -337,6 +343,9 @@ class Metadata:
         consumer="backoff",
         updatable=True,
     )
+    # Not a property: the manifest this was read from, so that to_component_yaml()
+    # writes its name, namespace, scopes, secret store and references back.
+    manifest: Manifest | None = field(default=None, compare=False, repr=False)
 
     # -- the field table -------------------------------------------------------
 
@@ -356,12 +365,16 @@ class Metadata:
     # -- building ---------------------------------------------------------------
 
     def __post_init__(self) -> None:
+        problems = _Problems()
         for info in _FIELDS:
             value = getattr(self, info.attr)
-            checked = _coerce(info, value)
+            checked = info.default  # if the value is bad, the checks below see the default
+            with problems.catch():
+                checked = _coerce(info, value)
             if checked is not value:
                 object.__setattr__(self, info.attr, checked)
-        _validate(self)
+        problems.add(_validate(self))
+        problems.raise_any()
 
     @classmethod
     def from_properties(
@@ -382,20 +395,29 @@ class Metadata:
             )
         raw = _fold_keys(properties)
         values: dict[str, Any] = {}
+        problems = _Problems()
         for lower, (key, value) in raw.items():
             info = _BY_KEY.get(lower)
             if info is not None:
-                values[info.attr] = _parse(info, key, value)
+                with problems.catch():
+                    values[info.attr] = _parse(info, key, value)
             elif lower in DEPRECATED_KEYS or lower in IGNORED_KEYS or lower == "concurrency":
                 continue
             else:
                 _warn_unknown(key)
-        _apply_aliases(raw, values)
-        if "nats_url" not in values and allow_embedded:
+        with problems.catch():
+            _apply_aliases(raw, values)
+        if "natsurl" not in raw and allow_embedded:
             values["nats_url"] = EMBEDDED
-        deliver_all = _read_deliver_all(raw, "deliver_policy" in values)
+        deliver_all = None
+        with problems.catch():
+            deliver_all = _read_deliver_all(raw, "deliver_policy" in values)
         if "deliver_policy" not in values:
             values["deliver_policy"] = _infer_deliver_policy(values, deliver_all)
+        if problems.found:  # the fields that did parse may break cross-field rules too
+            with problems.catch():
+                cls(**values)
+            problems.raise_any()
         return cls(**values)
 
     def replace(self, **changes: Any) -> Metadata:
@@ -426,34 +448,44 @@ class Metadata:
                 out[info.key] = format_value(info, value)
         return out
 
-    def to_component_yaml(
-        self, name: str = "jetstream-pubsub", *, reveal_secrets: bool = False
-    ) -> str:
-        """A Dapr Component manifest; secrets are masked unless *reveal_secrets*."""
-        import yaml
+    def to_component_yaml(self, name: str | None = None, *, reveal_secrets: bool = False) -> str:
+        """A Dapr Component manifest; secrets are masked unless *reveal_secrets*.
 
-        props = self.as_properties(reveal_secrets=reveal_secrets)
-        doc = {
-            "apiVersion": "dapr.io/v1alpha1",
-            "kind": "Component",
-            "metadata": {"name": name},
-            "spec": {
-                "type": "pubsub.jetstream",
-                "version": "v1",
-                "metadata": [{"name": k, "value": v} for k, v in props.items()],
-            },
-        }
-        return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+        A Metadata read from a manifest keeps its name (unless *name* is given),
+        namespace, scopes, ``auth.secretStore`` and its ``envRef`` /
+        ``secretKeyRef`` entries whose values are unchanged.
+        """
+        from jsnb.component_yaml import render_component
+
+        return render_component(self, name, reveal_secrets=reveal_secrets)
 
     @classmethod
-    def from_component_yaml(cls, source: str | Path, *, allow_embedded: bool = False) -> Metadata:
+    def from_component_yaml(
+        cls,
+        source: str | Path,
+        *,
+        name: str | None = None,
+        secrets: Secrets | None = None,
+        allow_embedded: bool = False,
+    ) -> Metadata:
         """Read a Dapr ``Component`` manifest of type ``pubsub.jetstream``.
 
-        *source* is YAML text or a path to a file holding it.
+        *source* is YAML text or a path to a file holding it; *name* picks one
+        component from a file holding several. ``secretKeyRef`` entries are
+        resolved from *secrets*: ``{secret: {key: value}}`` or a function
+        ``(secret, key) -> value``. Every problem is reported in one
+        ``MetadataError``; where Dapr would read the manifest differently, a
+        warning says so.
         """
-        from jsnb.component_yaml import load_component_properties
+        from jsnb.component_yaml import read_component
 
-        return cls.from_properties(load_component_properties(source), allow_embedded=allow_embedded)
+        return read_component(source, name=name, secrets=secrets, allow_embedded=allow_embedded)
+
+    def _from_manifest(self, manifest: Manifest) -> Metadata:
+        """This metadata, remembering *manifest*; not validated again (nor warned twice)."""
+        found = copy.copy(self)
+        object.__setattr__(found, "manifest", manifest)
+        return found
 
     # -- display ----------------------------------------------------------------
 
@@ -492,12 +524,41 @@ _FIELDS = tuple(
         attr=f.name, default=f.default if f.default is not dataclasses.MISSING else (), **f.metadata
     )
     for f in dataclasses.fields(Metadata)
+    if f.metadata  # the properties; not ``manifest``
 )
 _BY_KEY = {info.key.lower(): info for info in _FIELDS}
 _BY_ATTR = {info.attr: info for info in _FIELDS}
 
 
 # -- parsing helpers ------------------------------------------------------------
+
+
+class _Problems:
+    """Every problem of one parse, so that one ``MetadataError`` lists them all.
+
+    A problem about a key that already failed is dropped: a cross-field rule
+    checked against that field's default would only repeat or mislead.
+    """
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str | None, str]] = []
+        self._failed: set[str | None] = set()
+
+    def add(self, problems: Iterable[tuple[str | None, str]]) -> None:
+        new = [p for p in problems if p[0] is None or p[0] not in self._failed]
+        self.found += new
+        self._failed.update(key for key, _ in new)
+
+    @contextmanager
+    def catch(self) -> Iterator[None]:
+        try:
+            yield
+        except MetadataError as exc:
+            self.add(exc.problems)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise MetadataError.collect(self.found)
 
 
 def format_value(info: FieldInfo, value: Any) -> str:
@@ -539,12 +600,51 @@ def _warn(message: str, category: type[Warning]) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
+_STREAM_SETTING = (
+    "a stream setting: streams are configured outside the component "
+    "(jsnb.ensure_stream, or `nats stream add`)"
+)
+# Keys of NATS Streaming (pubsub.natsstreaming, JetStream's predecessor) and of
+# streams, which users carry over; each with what this component uses instead.
+_UNKNOWN_HINTS = {
+    "delivernew": "NATS Streaming's; use deliverPolicy: new",
+    "startwithlastreceived": "NATS Streaming's; use deliverPolicy: last",
+    "startatsequence": "NATS Streaming's; use startSequence with deliverPolicy: sequence",
+    "startattime": "NATS Streaming's; use startTime (Unix seconds) with deliverPolicy: time",
+    "startattimedelta": "NATS Streaming's; use startTime (Unix seconds) with deliverPolicy: time",
+    "maxinflight": "NATS Streaming's; use maxAckPending",
+    "ackwaittime": "NATS Streaming's; use ackWait",
+    "durablesubscriptionname": "NATS Streaming's; use durableName",
+    "subscriptiontype": "NATS Streaming's; set queueGroupName (with durableName) for a queue",
+    "natsstreamingclusterid": "NATS Streaming's; JetStream needs no cluster ID",
+    **dict.fromkeys(
+        (
+            "maxage",
+            "retentionpolicy",
+            "retention",
+            "maxmsgs",
+            "maxbytes",
+            "maxmsgsize",
+            "subjects",
+            "storage",
+            "discard",
+            "duplicatewindow",
+            "numreplicas",
+        ),
+        _STREAM_SETTING,
+    ),
+}
+
+
 def _warn_unknown(key: str) -> None:
     known = [info.key for info in _FIELDS] + ["deliverAll", "hearbeat"]
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if not close:
         close = [k for k in known if k.lower() == key.lower().replace("-", "_")]
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    if key.lower() in _UNKNOWN_HINTS:
+        hint = f": {_UNKNOWN_HINTS[key.lower()]}"
+    else:
+        hint = f"; did you mean {close[0]!r}?" if close else ""
     _warn(f"jsnb: unknown property {key!r} is ignored{hint}", UserWarning)
 
 
@@ -645,9 +745,22 @@ def _parse_str(info: FieldInfo, value: Any) -> str:
         return ""
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, bool | int | float):
+        return _dapr_string(info, value)
     if not isinstance(value, str):
         raise _bad(info, value, "a string")
     return value.strip()
+
+
+def _dapr_string(info: FieldInfo, value: bool | float) -> str:
+    """A YAML number or boolean as Dapr passes it on: its JSON text (``token: 123``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        raise _bad(info, value, "a string (Dapr cannot pass on an infinite or NaN number)")
+    return str(int(value)) if value.is_integer() and abs(value) < 1e21 else repr(value)
 
 
 def _parse_path(info: FieldInfo, value: Any) -> str:
@@ -709,8 +822,11 @@ def _apply_aliases(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> N
             )
         else:
             values["heartbeat"] = _parse_duration(_BY_KEY["heartbeat"], value)
+            fails = ", so flowControl true fails there" if values.get("flow_control") else ""
             _warn(
-                f"jsnb: {key!r} is deprecated (a typo fixed upstream); use 'heartbeat'",
+                f"jsnb: {key!r} is the old misspelling of 'heartbeat': current Dapr ignores it "
+                f"(renamed in 2023) and runs without heartbeats{fails}; jsnb reads it as "
+                "heartbeat: rename it to 'heartbeat'",
                 DeprecationWarning,
             )
     if "concurrency" in raw and "concurrency_mode" not in values:
@@ -724,13 +840,17 @@ def _read_deliver_all(raw: dict[str, tuple[str, Any]], has_policy: bool) -> bool
     key, value = raw["deliverall"]
     deliver_all = _parse_bool(FieldInfo("", key, Kind.BOOL, "", "", False), value)
     if has_policy:
-        effect = "it is ignored because deliverPolicy is set"
+        effect = "jsnb ignores it too because deliverPolicy is set"
     else:
         effect = (
-            f"it is read as deliverPolicy {'all' if deliver_all else 'last'} "
-            "unless a start option is set"
+            f"jsnb reads it as deliverPolicy {'all' if deliver_all else 'last'} "
+            "(its original meaning) unless a start option is set"
         )
-    _warn(f"jsnb: {key!r} is deprecated; use deliverPolicy ({effect})", DeprecationWarning)
+    _warn(
+        f"jsnb: {key!r} is deprecated: current Dapr ignores it (replaced by deliverPolicy in "
+        f"2022, default 'all'); {effect}: use deliverPolicy",
+        DeprecationWarning,
+    )
     return deliver_all
 
 
@@ -755,9 +875,20 @@ def _infer_deliver_policy(values: dict[str, Any], deliver_all: bool | None) -> s
 # -- validation -----------------------------------------------------------------
 
 
-def _validate(md: Metadata) -> None:
-    """Cross-field rules, each one nats-server or the client would enforce later."""
-    _validate_url(md.nats_url)
+def _validate(md: Metadata) -> list[tuple[str | None, str]]:
+    """Cross-field rules, each one nats-server or the client would enforce later.
+
+    Every check runs, each stopping at its own first problem, so that one
+    ``MetadataError`` can list all of them.
+    """
+    problems = _Problems()
+    for check in _CHECKS:
+        with problems.catch():
+            check(md)
+    return problems.found
+
+
+def _validate_auth(md: Metadata) -> None:
     pairs = (
         ("jwt", "seedKey"),
         ("seedKey", "jwt"),
@@ -767,6 +898,9 @@ def _validate(md: Metadata) -> None:
     for have, need in pairs:
         if getattr(md, _BY_KEY[have.lower()].attr) and not getattr(md, _BY_KEY[need.lower()].attr):
             raise MetadataError(f"jsnb: {have} is set but {need} is missing; set both", key=need)
+
+
+def _validate_names(md: Metadata) -> None:
     for key in ("streamName", "durableName", "queueGroupName"):
         name = getattr(md, _BY_KEY[key.lower()].attr)
         # Queue groups may hold dots; whitespace would break the SUB protocol line.
@@ -781,7 +915,9 @@ def _validate(md: Metadata) -> None:
                 ),
                 key=key,
             )
-    _validate_start(md)
+
+
+def _validate_durations(md: Metadata) -> None:
     for key in ("ackWait", "heartbeat"):
         value = getattr(md, _BY_KEY[key.lower()].attr)
         if value < timedelta(0):
@@ -794,6 +930,9 @@ def _validate(md: Metadata) -> None:
             "needs 100ms or more (or 0 for none)",
             key="heartbeat",
         )
+
+
+def _validate_back_off(md: Metadata) -> None:
     for value in md.back_off:
         if value <= timedelta(0):
             # backOff[n-1] is delivery n's ack deadline; at 0 nats-server ignores the
@@ -816,6 +955,9 @@ def _validate(md: Metadata) -> None:
                 "the last backOff value is never used",
                 UserWarning,
             )
+
+
+def _validate_flow_control(md: Metadata) -> None:
     if md.flow_control and md.heartbeat <= timedelta(0):
         raise MetadataError(
             "jsnb: flowControl true needs a heartbeat (for example heartbeat '5s')",
@@ -898,15 +1040,11 @@ def hide_userinfo(url: str) -> str:
     return ",".join(_USERINFO.sub(r"\1***@", part, count=1) for part in url.split(","))
 
 
-def _validate_start(md: Metadata) -> None:
+def _validate_start_sequence(md: Metadata) -> None:
     policy = md.deliver_policy
     if policy is DeliverPolicy.SEQUENCE and md.start_sequence < 1:
         raise MetadataError(
             "jsnb: deliverPolicy 'sequence' needs startSequence 1 or more", key="startSequence"
-        )
-    if policy is DeliverPolicy.TIME and md.start_time is None:
-        raise MetadataError(
-            "jsnb: deliverPolicy 'time' needs startTime (Unix seconds)", key="startTime"
         )
     if md.start_sequence and policy is not DeliverPolicy.SEQUENCE:
         raise MetadataError(
@@ -915,12 +1053,33 @@ def _validate_start(md: Metadata) -> None:
             "or drop startSequence",
             key="startSequence",
         )
+
+
+def _validate_start_time(md: Metadata) -> None:
+    policy = md.deliver_policy
+    if policy is DeliverPolicy.TIME and md.start_time is None:
+        raise MetadataError(
+            "jsnb: deliverPolicy 'time' needs startTime (Unix seconds)", key="startTime"
+        )
     if md.start_time is not None and policy is not DeliverPolicy.TIME:
         raise MetadataError(
             f"jsnb: startTime {md.start_time} is set but deliverPolicy is {policy.value!r}; "
             "the server rejects that: use deliverPolicy 'time' or drop startTime",
             key="startTime",
         )
+
+
+# Independent rule groups: one bad field does not hide a problem in another.
+_CHECKS: tuple[Callable[[Metadata], None], ...] = (
+    lambda md: _validate_url(md.nats_url),
+    _validate_auth,
+    _validate_names,
+    _validate_start_sequence,
+    _validate_start_time,
+    _validate_durations,
+    _validate_back_off,
+    _validate_flow_control,
+)
 
 
 def iter_groups() -> Iterator[tuple[str, list[FieldInfo]]]:

@@ -344,3 +344,38 @@ def test_the_section_holding_an_error_opens() -> None:
     assert form.sections.titles[form.sections.selected_index] == "connection"
     form.controls["ackWait"].value = "soon"
     assert form.sections.titles[form.sections.selected_index] == "retry"
+
+
+def test_import_lists_every_problem_and_changes_nothing(secret_form: ConfigForm) -> None:
+    before = secret_form.metadata
+    secret_form.yaml_text.value = (
+        "kind: Component\nmetadata: {name: x}\nspec:\n  type: pubsub.jetstream\n  metadata:\n"
+        "  - {name: natsURL, value: 'nats://h:4222'}\n  - {name: ackWait, value: soon}\n"
+        "  - {name: deliverPolicy, value: all}\n  - {name: startSequence, value: 3}\n"
+        "  - {name: token, secretKeyRef: {name: nats, key: token}}\n"
+    )
+    secret_form.import_button.click()
+    summary = secret_form.summary.value.replace("&#x27;", "'")
+    assert "import failed (3 problems):" in summary
+    for fragment in ("secretKeyRef (secret 'nats', key 'token')", "'soon' is not a duration"):
+        assert fragment in summary
+    assert "startSequence 3 is set but deliverPolicy is 'all'" in summary
+    assert secret_form.metadata == before
+
+
+def test_import_refuses_a_masked_secret_it_cannot_restore(form: ConfigForm) -> None:
+    exported = Metadata.from_properties({"natsURL": "embedded", "token": "t-1"})
+    form.yaml_text.value = exported.to_component_yaml()
+    form.import_button.click()  # this form has no token of its own to put back
+    assert "masked on export" in form.summary.value and form.metadata.token == ""
+
+
+def test_from_yaml_picks_a_component_and_resolves_its_secrets() -> None:
+    one = (
+        "kind: Component\nmetadata: {name: NAME}\nspec:\n  type: pubsub.jetstream\n"
+        "  metadata:\n  - {name: natsURL, value: 'nats://h:4222'}\n"
+        "  - {name: token, secretKeyRef: {name: nats, key: NAME}}\n"
+    )
+    text = "---\n".join(one.replace("NAME", n) for n in ("a", "b"))
+    form = ConfigForm.from_yaml(text, name="b", secrets={"nats": {"a": "tok-a", "b": "tok-b"}})
+    assert form.metadata.token == "tok-b"

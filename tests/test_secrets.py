@@ -360,6 +360,6 @@ def test_secret_fields_are_masked_in_every_metadata_view() -> None:
         str(md.as_properties(reveal_secrets=False)),
     ]
     assert not leaks(views, [*auth.secrets, TOKEN])
-    with pytest.raises(MetadataError) as info:
-        Metadata.from_properties({"natsURL": "nats://h:1", "token": 12345678901234})
+    with pytest.raises(MetadataError) as info:  # a YAML number is a secret too (stringified)
+        Metadata.from_properties({"natsURL": "nats://h:1", "jwt": 12345678901234})
     assert "12345678901234" not in str(info.value)

@@ -28,9 +28,10 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
+from jsnb.component_yaml import Secrets, read_component
 from jsnb.durations import format_duration, parse_duration
 from jsnb.errors import MetadataError
-from jsnb.metadata import MASK, FieldInfo, Kind, Metadata, format_value, iter_groups
+from jsnb.metadata import FieldInfo, Kind, Metadata, format_value, iter_groups
 
 _ERROR_STYLE = "color:#c62828"
 _VALID_STYLE = "color:#2e7d32"
@@ -185,9 +186,16 @@ class ConfigForm(widgets.VBox):
             control.observe(self._on_change, names="value")
 
     @classmethod
-    def from_yaml(cls, source: str | Path) -> ConfigForm:
-        """A form loaded from a Dapr Component manifest (YAML text or a file path)."""
-        return cls(Metadata.from_component_yaml(source, allow_embedded=True))
+    def from_yaml(
+        cls, source: str | Path, *, name: str | None = None, secrets: Secrets | None = None
+    ) -> ConfigForm:
+        """A form loaded from a Dapr Component manifest (YAML text or a file path).
+
+        *name* and *secrets* are those of ``Metadata.from_component_yaml``.
+        """
+        return cls(
+            Metadata.from_component_yaml(source, name=name, secrets=secrets, allow_embedded=True)
+        )
 
     # -- layout ------------------------------------------------------------------------
 
@@ -224,8 +232,7 @@ class ConfigForm(widgets.VBox):
     def metadata(self) -> Metadata:
         """The last valid metadata; ``MetadataError`` if the form never was valid."""
         if self._metadata is None:
-            key, message = next(iter(self._errors.items()))
-            raise MetadataError(message, key=key or None)
+            raise MetadataError.collect((key or None, m) for key, m in self._errors.items())
         return self._metadata
 
     @property
@@ -271,41 +278,26 @@ class ConfigForm(widgets.VBox):
             self._validate()
 
     def _check(self, props: dict[str, Any]) -> tuple[Metadata | None, dict[str, str], list[str]]:
-        """Parse *props*; on errors, also find those of other fields.
-
-        ``from_properties`` stops at the first problem, so each offending shown
-        field is set back to its last valid value and the rest parsed again.
-        """
-        errors: dict[str, str] = {}
-        if self._metadata is not None:
-            fallback = self._metadata.as_properties(reveal_secrets=True, defaults=True)
-        else:
-            fallback = _DEFAULTS
-        while True:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    md = Metadata.from_properties(props, allow_embedded=True)
-                except MetadataError as exc:
-                    key, problem = exc.key or "", str(exc)
-                else:
-                    if errors:
-                        return None, errors, []
-                    return md, {}, [str(w.message) for w in caught]
-            seen = key in errors
-            errors.setdefault(key, problem)
-            if seen or key not in self.controls:
+        """Parse *props*: the metadata and its warnings, or every problem by key."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                md = Metadata.from_properties(props, allow_embedded=True)
+            except MetadataError as exc:
+                errors: dict[str, str] = {}
+                for key, problem in exc.problems:
+                    errors.setdefault(key or "", problem)
                 return None, errors, []
-            props = {**props, key: fallback[key]}
+        return md, {}, [str(w.message) for w in caught]
 
-    def _validate(self, *, notes: Sequence[str] = (), message: str = "") -> None:
+    def _validate(self, *, notes: Sequence[str] = (), messages: Sequence[str] = ()) -> None:
         md, self._errors, found = self._check(self._properties())
         if md is not None:
             self._metadata = md
             self.set_trait("value", md.as_properties(reveal_secrets=True))
-        self._render([*notes, *found], message)
+        self._render([*notes, *found], messages)
 
-    def _render(self, notes: Sequence[str], message: str = "") -> None:
+    def _render(self, notes: Sequence[str], messages: Sequence[str] = ()) -> None:
         for key, label in self.error_labels.items():
             label.value = _error_html(self._errors[key]) if key in self._errors else ""
         shown_errors = [k for k in self._errors if k in self.controls]
@@ -319,8 +311,7 @@ class ConfigForm(widgets.VBox):
                 f"{k}={v}" for k, v in self._metadata.as_properties(reveal_secrets=False).items()
             )
             lines = [f'<span style="{_VALID_STYLE}">valid</span>: {html.escape(shown)}']
-        if message:
-            lines.append(_error_html(message))
+        lines += [_error_html(m) for m in messages]
         self.summary.value = "<br>".join(lines)
         self.notes.value = "<br>".join(
             f'<span style="{_MUTED_STYLE}">{html.escape(n.removeprefix("jsnb: "))}</span>'
@@ -331,7 +322,7 @@ class ConfigForm(widgets.VBox):
 
     def _export(self) -> None:
         if self._errors:
-            self._validate(message="jsnb: fix the problems above before exporting")
+            self._validate(messages=["jsnb: fix the problems above before exporting"])
             return
         self._exported = self.metadata.to_component_yaml(reveal_secrets=self.reveal_secrets.value)
         self.yaml_text.value = self._exported
@@ -343,27 +334,26 @@ class ConfigForm(widgets.VBox):
             self._export()
 
     def _import(self) -> None:
+        """Load the text box; on problems, list every one and change nothing.
+
+        An export without revealed secrets imports with the form's current ones.
+        """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                md = self._keep_masked_secrets(
-                    Metadata.from_component_yaml(self.yaml_text.value, allow_embedded=True)
+                md = read_component(
+                    self.yaml_text.value, allow_embedded=True, unmask=self._properties()
                 )
             except MetadataError as exc:
-                self._validate(message=f"import failed: {str(exc).removeprefix('jsnb: ')}")
+                problems = [m.removeprefix("jsnb: ") for _, m in exc.problems]
+                if len(problems) == 1:
+                    messages = [f"import failed: {str(exc).removeprefix('jsnb: ')}"]
+                else:
+                    messages = [f"import failed ({len(problems)} problems):", *problems]
+                self._validate(messages=messages)
                 return
         self._base = md
         self._load(md, notes=[str(w.message) for w in caught])
-
-    def _keep_masked_secrets(self, md: Metadata) -> Metadata:
-        """An export without revealed secrets imports with the form's current secrets."""
-        current = self._properties()
-        kept = {
-            info.attr: current.get(info.key, "")
-            for info in Metadata.fields_table()
-            if info.secret and getattr(md, info.attr) == MASK
-        }
-        return md.replace(**kept) if kept else md
 
     # -- display -----------------------------------------------------------------------
 

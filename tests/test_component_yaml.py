@@ -1,0 +1,507 @@
+"""Real Dapr manifests: what Dapr accepts loads, where Dapr differs a warning says so,
+and every problem of a manifest comes in one ``MetadataError``.
+
+The manifests are written for these tests, after the shapes found in Dapr's docs,
+sample apps, Helm charts and issue threads.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jsnb import DeliverPolicy, Metadata, MetadataError
+from jsnb.metadata import MASK
+
+URL = "nats://localhost:4222"
+
+
+def manifest(
+    *entries: str, name: str = "orders-pubsub", version: str = "v1", tail: str = ""
+) -> str:
+    """A Component manifest whose spec.metadata holds *entries* (flow-style YAML)."""
+    lines = "".join(f"  - {e}\n" for e in entries)
+    return (
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\n"
+        f"metadata:\n  name: {name}\n"
+        f"spec:\n  type: pubsub.jetstream\n  version: {version}\n  metadata:\n{lines}{tail}"
+    )
+
+
+def load(text: str | Path, **kwargs: Any) -> Metadata:
+    """Load and fail on any warning (pytest's filterwarnings = error does that too)."""
+    return Metadata.from_component_yaml(text, **kwargs)
+
+
+def warned(text: str, **kwargs: Any) -> tuple[Metadata, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        md = Metadata.from_component_yaml(text, **kwargs)
+    return md, [str(w.message) for w in caught]
+
+
+# -- 1. numbers and booleans in string fields, as Dapr stringifies them --------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "attr", "expected"),
+    [
+        pytest.param("{name: durableName, value: 123}", "durable_name", "123", id="durable-int"),
+        pytest.param(
+            "{name: queueGroupName, value: 2024}", "queue_group_name", "2024", id="queue-year"
+        ),
+        pytest.param("{name: token, value: 123456}", "token", "123456", id="token-int"),
+        pytest.param("{name: name, value: true}", "name", "true", id="name-bool"),
+        pytest.param("{name: streamName, value: 1.0}", "stream_name", "1", id="stream-float"),
+        pytest.param("{name: domain, value: 1.5}", "domain", "1.5", id="domain-fraction"),
+    ],
+)
+def test_numbers_and_booleans_in_string_fields_are_stringified(
+    entry: str, attr: str, expected: str
+) -> None:
+    md = load(manifest(f"{{name: natsURL, value: '{URL}'}}", entry))
+    assert getattr(md, attr) == expected
+
+
+def test_an_infinite_number_in_a_string_field_is_refused() -> None:
+    with pytest.raises(MetadataError, match=r"durableName .* infinite or NaN"):
+        load(manifest(f"{{name: natsURL, value: '{URL}'}}", "{name: durableName, value: .inf}"))
+
+
+# -- 2. envRef and secretKeyRef --------------------------------------------------------
+
+
+def test_env_ref_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JSNB_T16_URL", "nats://from-env:4222")
+    monkeypatch.setenv("JSNB_T16_TOKEN", "env-tok-91")
+    md = load(
+        manifest("{name: natsURL, envRef: JSNB_T16_URL}", "{name: token, envRef: JSNB_T16_TOKEN}")
+    )
+    assert (md.nats_url, md.token) == ("nats://from-env:4222", "env-tok-91")
+
+
+def test_a_value_wins_over_env_ref_as_in_dapr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JSNB_T16_URL", "nats://from-env:4222")
+    md = load(manifest(f"{{name: natsURL, value: '{URL}', envRef: JSNB_T16_URL}}"))
+    assert md.nats_url == URL
+
+
+def test_an_unset_env_ref_is_empty_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JSNB_T16_UNSET", raising=False)
+    with pytest.warns(UserWarning, match="'JSNB_T16_UNSET', which is not set"):
+        md = load(
+            manifest(f"{{name: natsURL, value: '{URL}'}}", "{name: token, envRef: JSNB_T16_UNSET}")
+        )
+    assert md.token == ""
+
+
+SECRET_REF = manifest(
+    f"{{name: natsURL, value: '{URL}'}}",
+    "{name: jwt, secretKeyRef: {name: nats-creds, key: jwt}}",
+    "{name: seedKey, secretKeyRef: {name: nats-seed}}",  # no key: the key named like it
+    tail="auth:\n  secretStore: vault\n",
+)
+CREDS = {"nats-creds": {"jwt": "eyJ-secret-jwt-5"}, "nats-seed": {"nats-seed": "SU-secret-seed-6"}}
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [
+        pytest.param(CREDS, id="mapping"),
+        pytest.param(lambda secret, key: CREDS[secret][key], id="callable"),
+    ],
+)
+def test_secret_key_ref_is_resolved_from_the_secrets_given(secrets: Any) -> None:
+    md = load(SECRET_REF, secrets=secrets)
+    assert (md.jwt, md.seed_key) == ("eyJ-secret-jwt-5", "SU-secret-seed-6")
+    shown = repr(md) + repr(md.manifest) + md._repr_html_()
+    shown += md.to_component_yaml(reveal_secrets=True)  # the references, not the values
+    assert "secret-jwt" not in shown and "secret-seed" not in shown
+
+
+@pytest.mark.parametrize(
+    ("secrets", "match"),
+    [
+        pytest.param(
+            None,
+            r"jwt uses secretKeyRef \(secret 'nats-creds', key 'jwt'\).*from vault.*secrets=",
+            id="no-secrets-given",
+        ),
+        pytest.param(
+            {"nats-creds": {"other": "x"}},
+            r"jwt: secretKeyRef \(secret 'nats-creds', key 'jwt'\) is not in the secrets given",
+            id="key-missing",
+        ),
+        pytest.param(
+            lambda secret, key: {}[key],
+            r"seedKey: secretKeyRef \(secret 'nats-seed', key 'nats-seed'\) is not in",
+            id="callable-raises-key-error",
+        ),
+    ],
+)
+def test_unresolved_secret_key_ref_names_secret_and_key(secrets: Any, match: str) -> None:
+    with pytest.raises(MetadataError, match=match) as info:
+        load(SECRET_REF, secrets=secrets)
+    assert "secret-jwt" not in str(info.value)
+
+
+# -- 3. several components in one file -------------------------------------------------
+
+RENDERED_CHART = "---\n".join(
+    [
+        manifest(
+            f"{{name: natsURL, value: '{URL}'}}", f"{{name: durableName, value: {name}}}", name=name
+        )
+        for name in ("orders-pubsub", "billing-pubsub")
+    ]
+    + ["apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata: {name: s}\n"]
+    + [
+        manifest("{name: redisHost, value: r:6379}", name="cache").replace(
+            "pubsub.jetstream", "state.redis"
+        )
+    ]
+)
+
+
+def test_name_picks_one_component_of_several() -> None:
+    assert load(RENDERED_CHART, name="billing-pubsub").durable_name == "billing-pubsub"
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        pytest.param(
+            None,
+            r"holds 2 pubsub.jetstream components \('orders-pubsub', 'billing-pubsub'\); "
+            r"pick one with name=",
+            id="several-without-name",
+        ),
+        pytest.param(
+            "cache",
+            r"no pubsub.jetstream named 'cache'; it holds 'orders-pubsub', 'billing-pubsub'",
+            id="name-of-another-type",
+        ),
+    ],
+)
+def test_several_components_list_their_names(name: str | None, match: str) -> None:
+    with pytest.raises(MetadataError, match=match):
+        load(RENDERED_CHART, name=name)
+
+
+# -- 4. every problem at once ---------------------------------------------------------
+
+# The shape of today's docs example: explicit deliverPolicy all, and both start options.
+DOCS_EXAMPLE = manifest(
+    f"{{name: natsURL, value: '{URL}'}}",
+    "{name: startSequence, value: 1}",
+    "{name: startTime, value: 1630349391}",
+    "{name: ackWait, value: 10s}",
+    "{name: heartbeat, value: 15s}",
+    "{name: deliverPolicy, value: all}",
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        pytest.param(DOCS_EXAMPLE, ["startSequence", "startTime"], id="docs-example"),
+        pytest.param(
+            DOCS_EXAMPLE.replace("10s", "soon").replace("15s", "15 seconds"),
+            ["ackWait", "heartbeat", "startSequence", "startTime"],
+            id="parse-and-cross-field",
+        ),
+        pytest.param(
+            manifest(
+                f"{{name: natsURL, value: '{URL}'}}",
+                "{name: token, secretKeyRef: {name: s, key: k}}",
+                "{name: flowControl, value: true}",
+                "{name: maxDeliver, value: lots}",
+                "{name: jwt}",
+            ),
+            ["token", "jwt", "maxDeliver", "heartbeat"],
+            id="entries-and-values",
+        ),
+        pytest.param(
+            manifest("{name: flowControl, value: true}", "{name: heartbeat, value: never}"),
+            ["heartbeat", "natsURL"],
+            id="no-repeat-for-a-failed-field",
+        ),
+    ],
+)
+def test_every_problem_in_one_error_one_line_each(text: str, keys: list[str]) -> None:
+    with pytest.raises(MetadataError) as info:
+        load(text)
+    error = info.value
+    assert [key for key, _ in error.problems] == keys
+    assert error.key == keys[0]
+    lines = str(error).splitlines()
+    assert lines[0] == f"jsnb: {len(keys)} problems:" and len(lines) == len(keys) + 1
+
+
+def test_a_file_names_itself_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "pubsub.yaml"
+    path.write_text(DOCS_EXAMPLE)
+    with pytest.raises(MetadataError, match=f"^jsnb: {path}: 2 problems:"):
+        load(path)
+
+
+# -- 5. where Dapr reads a manifest differently: a warning says so ----------------------
+
+BASE = f"{{name: natsURL, value: '{URL}'}}"
+
+
+@pytest.mark.parametrize(
+    ("entries", "version", "match"),
+    [
+        pytest.param(
+            ["{name: startSequence, value: 1}"],
+            "v1",
+            r"no deliverPolicy: Dapr defaults to 'all'.*add '- \{name: deliverPolicy, "
+            r"value: sequence\}'",
+            id="start-sequence-without-policy",
+        ),
+        pytest.param(
+            ["{name: deliverPolicy, value: All}"],
+            "v1",
+            "deliverPolicy 'All': Dapr's Init fails",
+            id="deliver-policy-case",
+        ),
+        pytest.param(
+            ["{name: ackPolicy, value: None}"],
+            "v1",
+            "ackPolicy 'None': Dapr reads it as 'explicit'.*jsnb reads 'none'",
+            id="ack-policy-none-case",
+        ),
+        pytest.param(
+            ["{name: concurrencyMode, value: Parallel}"],
+            "v1",
+            "concurrencyMode 'Parallel': Dapr's Init fails",
+            id="concurrency-mode-case",
+        ),
+        pytest.param(
+            ["{name: concurrency, value: Parallel}"],
+            "v1",
+            "concurrency 'Parallel': Dapr selects no handler",
+            id="concurrency-alias-case",
+        ),
+        pytest.param(
+            ["{name: ackWait, value: 1.5}"],
+            "v1",
+            r"ackWait 1.5: Dapr refuses a number with a fraction.*write '1.5s'",
+            id="ack-wait-fraction",
+        ),
+        pytest.param(
+            ["{name: backOff, value: '[1s, 2s]'}"],
+            "v1",
+            "backOff '.1s, 2s.': Dapr reads one comma-separated string",
+            id="back-off-brackets",
+        ),
+        pytest.param(
+            ["{name: backOff, value: [1s, 2s]}"],
+            "v1",
+            "backOff .*Dapr reads one comma-separated string",
+            id="back-off-yaml-list",
+        ),
+        pytest.param(
+            [
+                "{name: deliverPolicy, value: time}",
+                "{name: startTime, value: 2021-08-30T18:49:51Z}",
+            ],
+            "v1",
+            "startTime is a YAML timestamp: Dapr wants Unix seconds",
+            id="start-time-timestamp",
+        ),
+        pytest.param(
+            ["{name: startTime, value: ''}"],
+            "v1",
+            "startTime is empty: jsnb reads no start time, but Dapr sets one at 1970",
+            id="start-time-empty",
+        ),
+        pytest.param(
+            ["{name: maxAckPending, value: '0100'}"],
+            "v1",
+            "maxAckPending '0100': Dapr reads a leading zero as octal",
+            id="octal-looking-int",
+        ),
+        pytest.param([], "v2", "spec.version 'v2': Dapr has only v1", id="version-v2"),
+        pytest.param(
+            ["{name: tls_ca_cert, value: /ca.pem}"],
+            "v1",
+            "tls_ca_cert is a jsnb extension: Dapr ignores it",
+            id="jsnb-extension",
+        ),
+        pytest.param(
+            ["{name: hearbeat, value: 15s}", "{name: flowControl, value: true}"],
+            "v1",
+            "current Dapr ignores it .* runs without heartbeats, so flowControl true fails there",
+            id="hearbeat-with-flow-control",
+        ),
+        pytest.param(
+            ["{name: deliverAll, value: false}"],
+            "v1",
+            "current Dapr ignores it .*default 'all'.*jsnb reads it as deliverPolicy last",
+            id="deliver-all",
+        ),
+    ],
+)
+def test_dapr_differences_are_warned(entries: list[str], version: str, match: str) -> None:
+    _, messages = warned(manifest(BASE, *entries, version=version))
+    assert any(re.search(match, m) for m in messages), messages
+
+
+def test_embedded_url_is_warned_as_jsnb_only() -> None:
+    _, messages = warned(manifest("{name: ackWait, value: 1s}"), allow_embedded=True)
+    assert any("Dapr cannot" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        pytest.param("deliverNew", "use deliverPolicy: new", id="deliverNew"),
+        pytest.param("maxInFlight", "use maxAckPending", id="maxInFlight"),
+        pytest.param("startWithLastReceived", "use deliverPolicy: last", id="last-received"),
+        pytest.param("maxAge", "streams are configured outside the component", id="maxAge"),
+        pytest.param("retentionPolicy", r"jsnb.ensure_stream", id="retentionPolicy"),
+    ],
+)
+def test_nats_streaming_and_stream_keys_get_hints(key: str, hint: str) -> None:
+    with pytest.warns(UserWarning, match=f"unknown property '{key}' is ignored: .*{hint}"):
+        load(manifest(BASE, f"{{name: {key}, value: 'true'}}"))
+
+
+def test_a_manifest_dapr_loads_as_is_gives_no_warning() -> None:
+    md = load(  # filterwarnings = error: any warning fails this test
+        manifest(
+            BASE,
+            "{name: durableName, value: orders}",
+            "{name: queueGroupName, value: workers}",
+            "{name: deliverPolicy, value: sequence}",
+            "{name: startSequence, value: 4}",
+            "{name: ackPolicy, value: Explicit}",  # Dapr's fallback is explicit too
+            "{name: ackWait, value: 10}",
+            "{name: maxDeliver, value: 5}",
+            "{name: backOff, value: '50ms, 1s, 10s'}",
+            "{name: heartbeat, value: 5s}",
+            "{name: flowControl, value: true}",
+            "{name: concurrencyMode, value: parallel}",
+        )
+    )
+    assert md.deliver_policy is DeliverPolicy.SEQUENCE and md.back_off[-1].total_seconds() == 10
+
+
+# -- 6. the round trip keeps the manifest's identity -------------------------------------
+
+IDENTIFIED = (
+    manifest(
+        "{name: natsURL, envRef: JSNB_T16_URL}",
+        "{name: token, secretKeyRef: {name: nats, key: token}}",
+        "{name: ackWait, value: 5s}",
+        name="bloodbank-pubsub",
+    ).replace("  name: bloodbank-pubsub\n", "  name: bloodbank-pubsub\n  namespace: blood\n")
+    + "auth:\n  secretStore: vault\nscopes:\n- donor-api\n- triage\n"
+)
+
+
+@pytest.fixture
+def identified(monkeypatch: pytest.MonkeyPatch) -> Metadata:
+    monkeypatch.setenv("JSNB_T16_URL", URL)
+    return load(IDENTIFIED, secrets={"nats": {"token": "tok-secret-7"}})
+
+
+def test_round_trip_keeps_name_namespace_scopes_store_and_refs(identified: Metadata) -> None:
+    doc = yaml.safe_load(identified.to_component_yaml(reveal_secrets=True))
+    assert doc["metadata"] == {"name": "bloodbank-pubsub", "namespace": "blood"}
+    assert doc["auth"] == {"secretStore": "vault"} and doc["scopes"] == ["donor-api", "triage"]
+    entries = {e["name"]: e for e in doc["spec"]["metadata"]}
+    assert entries["natsURL"] == {"name": "natsURL", "envRef": "JSNB_T16_URL"}
+    assert entries["token"] == {"name": "token", "secretKeyRef": {"name": "nats", "key": "token"}}
+    assert "tok-secret-7" not in yaml.safe_dump(doc)
+    assert load(yaml.safe_dump(doc), secrets={"nats": {"token": "tok-secret-7"}}) == identified
+
+
+def test_a_changed_reference_is_written_as_its_value(identified: Metadata) -> None:
+    entries = yaml.safe_load(identified.replace(token="new-tok").to_component_yaml())["spec"]
+    token = next(e for e in entries["metadata"] if e["name"] == "token")
+    assert token == {"name": "token", "value": MASK}
+
+
+def test_an_explicit_name_wins(identified: Metadata) -> None:
+    assert yaml.safe_load(identified.to_component_yaml("copy"))["metadata"]["name"] == "copy"
+
+
+@pytest.mark.parametrize(
+    ("props", "match"),
+    [
+        pytest.param(
+            {"token": "tok-1"}, "token is '\\*\\*\\*\\*\\*\\*': the value was masked", id="token"
+        ),
+        pytest.param(
+            {"jwt": "eyJ-1", "seedKey": "SU-1"}, "jwt is .*masked on export", id="jwt-and-seed"
+        ),
+        pytest.param(
+            {"natsURL": "nats://alice:pa55@h:4222"},
+            "natsURL 'nats://\\*\\*\\*@h:4222' has its credentials masked on export",
+            id="url-credentials",
+        ),
+    ],
+)
+def test_a_masked_export_loaded_back_is_refused(props: dict[str, str], match: str) -> None:
+    exported = Metadata.from_properties({"natsURL": URL, **props}).to_component_yaml()
+    with pytest.raises(MetadataError, match=match) as info:
+        load(exported)
+    assert not any(secret in str(info.value) for secret in props.values())
+
+
+# -- 7. things that are not manifests yet -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        pytest.param(
+            manifest("{name: natsURL, value: '{{ .Values.nats.url }}'}"),
+            r"Helm template \(\{\{ .Values.nats.url \}\} at line 9\): render it first "
+            r"\(helm template",
+            id="helm-template",
+        ),
+        pytest.param(
+            "spec:\n  type: pubsub.jetstream\n  metadata:\n  - {name: natsURL, value: x}\n",
+            "is a 'spec:' snippet, not a whole manifest: add the header",
+            id="bare-spec",
+        ),
+        pytest.param(
+            "- name: natsURL\n  value: nats://h:4222\n",
+            "bare list of name/value entries: put it under spec.metadata",
+            id="bare-entries",
+        ),
+        pytest.param(
+            "components/pubsub-jetstream", "cannot read component file .*: no such file", id="path"
+        ),
+        pytest.param(
+            "/nonexistent/pubsub.yaml",
+            "cannot read component file .*: no such file",
+            id="yaml-path",
+        ),
+    ],
+)
+def test_not_yet_a_manifest_says_what_to_do(text: str, match: str) -> None:
+    with pytest.raises(MetadataError, match=match):
+        load(text)
+
+
+def test_a_directory_is_not_a_manifest(tmp_path: Path) -> None:
+    with pytest.raises(MetadataError, match="it is a directory"):
+        load(tmp_path)
+
+
+def test_an_entry_without_a_name_never_shows_its_value() -> None:
+    with pytest.raises(
+        MetadataError, match=r"entry 2 needs a 'name' \(it has keys value\)"
+    ) as info:
+        load(manifest(BASE, "{value: hush-secret-8}"))
+    assert "hush-secret-8" not in str(info.value)
