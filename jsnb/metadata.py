@@ -963,7 +963,6 @@ def _validate_flow_control(md: Metadata) -> None:
             "jsnb: flowControl true needs a heartbeat (for example heartbeat '5s')",
             key="heartbeat",
         )
-    _validate_delivery(md)
 
 
 def _validate_delivery(md: Metadata) -> None:
@@ -1079,6 +1078,7 @@ _CHECKS: tuple[Callable[[Metadata], None], ...] = (
     _validate_durations,
     _validate_back_off,
     _validate_flow_control,
+    _validate_delivery,
 )
 
 

@@ -51,6 +51,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from jsnb import streams
+from jsnb.dispatch import BulkHandler, Handler
 from jsnb.messages import (
     BulkMessageEntry,
     BulkPublishResponse,
@@ -60,7 +61,7 @@ from jsnb.messages import (
 )
 from jsnb.metadata import FieldInfo, Metadata
 from jsnb.pubsub import JetStreamPubSub
-from jsnb.subscription import BulkHandler, Handler, Subscription
+from jsnb.subscription import Subscription
 
 __all__ = ["SyncPubSub", "SyncSubscription", "ensure_stream", "run", "spawn", "wait_until"]
 

@@ -33,7 +33,8 @@ from jsnb.server import NatsServer
 ACK_POLICIES = ("explicit", "all", "none")
 MODES = ("single", "parallel", "bulk")
 GROUPS = (False, True)  # a durable alone, or a durable shared by a queue group of two
-DLQS = ("none", "ok", "failing")  # failing: the dead-letter stream is deleted after subscribe
+# failing: after subscribe, no stream captures the dead-letter topic any more
+DLQS = ("none", "ok", "failing")
 MAX_DELIVERS = (1, 3)
 BACKOFFS = ("60ms", "40ms, 150ms")
 HANDLERS = ("ok", "fail-once", "always", "hang", "fail-late")
@@ -216,7 +217,7 @@ async def run_case(server: NatsServer, case: Case, *, timeout: float = 30.0) -> 
         storage = "file" if case.fault == "consumer-lost" else "memory"
         await jsnb.ensure_stream(admin, stream, [topic], storage=storage)
         if case.dlq != "none":
-            await jsnb.ensure_stream(admin, dlq_stream, [dlq_topic], storage="memory")
+            await jsnb.ensure_stream(admin, dlq_stream, [dlq_topic], storage=storage)
         try:
             first = await member()
             if case.group:
@@ -224,6 +225,8 @@ async def run_case(server: NatsServer, case: Case, *, timeout: float = 30.0) -> 
         except (jsnb.MetadataError, jsnb.ConsumerConflictError) as exc:
             report.refused = str(exc)
             return report
+        if case.dlq == "failing" and case.fault != "restart":
+            await _break_dead_letters(admin, dlq_stream, n, storage)
         # Half before a fault, half after: acks of the later ones must not cover the earlier.
         for i in range(MESSAGES // 2):
             await admin.publish(topic, f"m{i}".encode(), metadata={"rawPayload": "true"})
@@ -234,6 +237,8 @@ async def run_case(server: NatsServer, case: Case, *, timeout: float = 30.0) -> 
             await first.close()
             components.remove(first)
             await member()
+            if case.dlq == "failing":  # only now: the new subscriber checks its DLQ stream
+                await _break_dead_letters(admin, dlq_stream, n, storage)
         elif case.fault == "consumer-lost":
             await _until(lambda: len(events) >= 2 or _all_final(events), timeout)
             await admin.jetstream.delete_consumer(stream, name)
@@ -244,9 +249,6 @@ async def run_case(server: NatsServer, case: Case, *, timeout: float = 30.0) -> 
             await _until(
                 lambda: len(_final_by_seq(events)) >= half and not behaviour.running, timeout
             )
-        if case.dlq == "failing":
-            # After any restart: a new subscriber would be refused its missing DLQ stream.
-            await admin.jetstream.delete_stream(dlq_stream)
         for i in range(MESSAGES // 2, MESSAGES):
             await admin.publish(topic, f"m{i}".encode(), metadata={"rawPayload": "true"})
         await _until(lambda: _all_final(events), timeout)
@@ -265,6 +267,13 @@ async def run_case(server: NatsServer, case: Case, *, timeout: float = 30.0) -> 
         await admin.close()
         report.seconds = time.monotonic() - started
     return report
+
+
+async def _break_dead_letters(
+    admin: jsnb.JetStreamPubSub, dlq_stream: str, n: int, storage: str
+) -> None:
+    """Make dead-letter publishes fail from now on, keeping the copies made so far."""
+    await jsnb.ensure_stream(admin, dlq_stream, [f"matrix.{n}.elsewhere"], storage=storage)
 
 
 async def _server_left(
@@ -321,7 +330,7 @@ async def _check(
     report.outcomes = {seq: o.value for seq, o in sorted(final.items())}
     js = admin.jetstream
     dead = set()
-    if case.dlq == "ok":
+    if case.dlq != "none":
         info = await js.stream_info(dlq_stream)
         for seq in range(1, (info.state.last_seq or 0) + 1):
             msg = await js.get_msg(dlq_stream, seq)

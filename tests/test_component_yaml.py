@@ -64,7 +64,10 @@ def warned(text: str, **kwargs: Any) -> tuple[Metadata, list[str]]:
 def test_numbers_and_booleans_in_string_fields_are_stringified(
     entry: str, attr: str, expected: str
 ) -> None:
-    md = load(manifest(f"{{name: natsURL, value: '{URL}'}}", entry))
+    # A queue group needs a durable (jsnb warns otherwise): give every case one.
+    md = load(
+        manifest(f"{{name: natsURL, value: '{URL}'}}", "{name: durableName, value: d}", entry)
+    )
     assert getattr(md, attr) == expected
 
 
@@ -383,15 +386,15 @@ def test_a_manifest_dapr_loads_as_is_gives_no_warning() -> None:
             "{name: deliverPolicy, value: sequence}",
             "{name: startSequence, value: 4}",
             "{name: ackPolicy, value: Explicit}",  # Dapr's fallback is explicit too
-            "{name: ackWait, value: 10}",
+            "{name: ackWait, value: 10}",  # = backOff[0], else jsnb warns it is unused
             "{name: maxDeliver, value: 5}",
-            "{name: backOff, value: '50ms, 1s, 10s'}",
+            "{name: backOff, value: '10s, 20s, 30s'}",
             "{name: heartbeat, value: 5s}",
             "{name: flowControl, value: true}",
             "{name: concurrencyMode, value: parallel}",
         )
     )
-    assert md.deliver_policy is DeliverPolicy.SEQUENCE and md.back_off[-1].total_seconds() == 10
+    assert md.deliver_policy is DeliverPolicy.SEQUENCE and md.back_off[-1].total_seconds() == 30
 
 
 # -- 6. the round trip keeps the manifest's identity -------------------------------------

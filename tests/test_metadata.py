@@ -65,7 +65,7 @@ SEED = user_seed()
         pytest.param({"streamName": "my-stream"}, "stream_name", "my-stream", id="streamName"),
         pytest.param({"durableName": "my-durable"}, "durable_name", "my-durable", id="durableName"),
         pytest.param(
-            {"queueGroupName": "my.queue"},
+            {"queueGroupName": "my.queue", "durableName": "d"},
             "queue_group_name",
             "my.queue",
             id="queueGroupName-with-dot",
@@ -304,7 +304,9 @@ def test_seed_page_example_loads() -> None:
         pytest.param({"streamName": "my stream"}, "not a valid NATS name", id="stream-space"),
         pytest.param({"durableName": "a.b"}, "not a valid NATS name", id="durable-dot"),
         pytest.param({"durableName": "a*"}, "not a valid NATS name", id="durable-wildcard"),
-        pytest.param({"queueGroupName": "a b"}, "no whitespace", id="queue-space"),
+        pytest.param(
+            {"queueGroupName": "a b", "durableName": "d"}, "no whitespace", id="queue-space"
+        ),
         pytest.param(
             {"startSequence": "-1"}, "startSequence -1.*0 or more", id="negative-start-sequence"
         ),
@@ -348,7 +350,7 @@ def test_seed_page_example_loads() -> None:
         pytest.param(
             {"backOff": "1s, 2d"}, "backOff: '2d' is not a duration", id="bad-backoff-item"
         ),
-        pytest.param({"backOff": "-1s"}, "negative", id="negative-backoff"),
+        pytest.param({"backOff": "-1s"}, "not above 0", id="negative-backoff"),
         pytest.param(
             {"backOff": "1s, 2s, 3s", "maxDeliver": 2},
             "maxDeliver 2 is less than",
@@ -422,7 +424,7 @@ def test_direct_construction_validates_and_coerces() -> None:
     assert md.ack_wait == timedelta(seconds=5)
     assert md.deliver_policy is DeliverPolicy.NEW
     with pytest.raises(MetadataError, match="maxDeliver"):
-        md.replace(back_off=("1s", "2s"), max_deliver=1)
+        md.replace(back_off=("5s", "2s"), max_deliver=1)
 
 
 def test_not_a_mapping() -> None:
@@ -447,7 +449,7 @@ FULL = {
     "startSequence": 3,
     "deliverPolicy": "sequence",
     "flowControl": True,
-    "ackWait": "1m30s",
+    "ackWait": "50ms",  # backOff[0]: any other value is replaced by it (and warned about)
     "maxDeliver": 5,
     "backOff": "50ms, 1.5s, 10s",
     "maxAckPending": 5000,
@@ -455,7 +457,8 @@ FULL = {
     "memoryStorage": True,
     "rateLimit": 1024,
     "heartbeat": "15s",
-    "ackPolicy": "all",
+    # Every other ackPolicy is refused with queueGroupName or maxAckPending.
+    "ackPolicy": "explicit",
     "domain": "hub",
     "apiPrefix": "$JS.hub.API",
     "concurrencyMode": "parallel",
@@ -468,7 +471,7 @@ def test_yaml_round_trip_every_key() -> None:
     assert "kind: Component" in text and "pubsub.jetstream" in text
     with pytest.warns(UserWarning, match="tls_ca_cert is a jsnb extension: Dapr ignores it"):
         assert Metadata.from_component_yaml(text) == md
-    assert set(md.as_properties()) == set(FULL)
+    assert set(md.as_properties()) == set(FULL) - {"ackPolicy"}  # explicit is the default
 
 
 def test_yaml_round_trip_time_policy() -> None:
