@@ -267,7 +267,8 @@ def test_rejects_sizes_that_cannot_work(options: dict[str, Any]) -> None:
 
 
 async def test_live_subscription_end_to_end(nats_server: Any) -> None:
-    async with JetStreamPubSub({"natsURL": nats_server.url}) as ps:
+    # ackWait is the NAK delay without backOff.
+    async with JetStreamPubSub({"natsURL": nats_server.url, "ackWait": "200ms"}) as ps:
         await ensure_stream(ps, "S", ["s"])
         handler = Recorder(fail_times=1)
         sub = await ps.subscribe("s", handler)

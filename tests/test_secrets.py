@@ -87,7 +87,13 @@ async def test_a_whole_session_never_shows_a_secret(
     auth = make_auth()
     texts: list[str] = []
     with NatsServer(store_dir=tmp_path / "store", **auth.server) as server:
-        props = {"natsURL": server.url, "durableName": "sec", "maxDeliver": 2, **auth.props}
+        props = {
+            "natsURL": server.url,
+            "durableName": "sec",
+            "maxDeliver": 2,
+            "ackWait": "200ms",  # the NAK delay without backOff
+            **auth.props,
+        }
         async with JetStreamPubSub(props) as ps:
             await ensure_stream(ps, "SEC", ["sec", "sec.dlq"])
             failing = Recorder(fail_times=5)

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 LAB_KEYS = ("ackWait", "backOff", "maxDeliver", "maxAckPending", "ackPolicy", "concurrencyMode")
-# ackWait is backOff[0]: with backOff set, nats-server replaces any other value by it.
-DEFAULTS = {"natsURL": EMBEDDED, "ackWait": "200ms", "backOff": "200ms, 1s", "maxDeliver": 4}
+# No ackWait: with backOff set, nats-server replaces it by backOff[0] (jsnb warns).
+DEFAULTS = {"natsURL": EMBEDDED, "backOff": "200ms, 1s", "maxDeliver": 4}
 BEHAVIOURS = {
     "fail the first k attempts": "fail_times",
     "fail with probability p": "fail_probability",
