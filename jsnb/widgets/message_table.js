@@ -1,6 +1,7 @@
 // The rows of a MessageTable (jsnb/widgets/message_table.py), drawn in the page.
-// The kernel sends rows, never markup: {reset: rows} replaces what is shown, {add: rows}
-// puts new rows on top; each row is a list of display strings, newest first. A view asks
+// The kernel sends text, never markup, one message a draw: {summary, reset: rows} replaces
+// what is shown, {summary, add: rows} puts new rows on top; each row is a list of display
+// strings, newest first. A view asks
 // for the rows it missed ({want: "rows"}) when it is drawn, so a second view, or a
 // reloaded page, shows the same rows as the first.
 
@@ -16,6 +17,8 @@ function cell(text, column) {
 function render({ model, el }) {
   const columns = model.get("columns");
   const limit = () => model.get("shown_rows");
+  const summary = document.createElement("div");
+  summary.className = "jsnb-counts";
   const box = document.createElement("div");
   box.className = "jsnb-rows";
   box.style.setProperty("--jsnb-visible", String(model.get("visible_rows")));
@@ -38,7 +41,7 @@ function render({ model, el }) {
   const body = document.createElement("tbody");
   table.append(cols, thead, body);
   box.append(table);
-  el.append(box);
+  el.append(summary, box);
 
   const empty = () => {
     const td = document.createElement("td");
@@ -55,6 +58,7 @@ function render({ model, el }) {
     return tr;
   };
   const show = (msg) => {
+    if (msg.summary !== undefined) summary.textContent = msg.summary;
     if (msg.reset) body.replaceChildren(...msg.reset.slice(0, limit()).map(row));
     if (msg.add && msg.add.length) {
       if (body.querySelector(".jsnb-empty")) body.replaceChildren();

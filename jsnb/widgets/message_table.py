@@ -15,8 +15,8 @@ event loop; the timer is armed by the first event after a draw, so the last
 events before a quiet spell are always drawn, and one more draw
 ``RATE_WINDOW`` seconds later lets the rate fall to "idle".
 
-A draw sends the page only what changed: the summary line, and the rows that
-are new since the last draw, as lists of strings (``message_table.js`` turns
+A draw sends the page one message with only what changed: the summary line,
+and the rows that are new since the last draw, as lists of strings (``message_table.js`` turns
 them into table rows). Under a flood that is ``shown_rows`` short rows per
 draw, a few kB, where re-sending the table as HTML cost about 27 kB.
 """
@@ -50,13 +50,13 @@ def _column(label: str, tip: str, width: str = "", *, number: bool = False) -> d
 
 
 _VIEW_COLUMNS = (
-    _column("time", "when the outcome was decided", "12.5ch"),
+    _column("time", "when the outcome was decided", "13.5ch"),
     _column("subject", "the message's subject", "14%"),
-    _column("stream seq", "sequence in the stream", "8ch", number=True),
-    _column("consumer seq", "sequence of this delivery for the consumer", "8ch", number=True),
-    _column("delivery", "delivery attempt: 1 is the first", "6ch", number=True),
+    _column("stream seq", "sequence in the stream", "9ch", number=True),
+    _column("consumer seq", "sequence of this delivery for the consumer", "9ch", number=True),
+    _column("delivery", "delivery attempt: 1 is the first", "8ch", number=True),
     _column("outcome", "what became of the attempt, with the NAK delay", "11ch"),
-    _column("handler ms", "handler run time, milliseconds", "7.5ch", number=True),
+    _column("handler ms", "handler run time, milliseconds", "8ch", number=True),
     _column("payload", "the first bytes of the payload"),
     _column("error", "what the handler raised"),
 )
@@ -97,7 +97,7 @@ class MessageTable(widgets.VBox):
     monotonic) is what the throttle and the rate read; tests pass a fake.
     ``counts`` (by outcome) and ``seen`` cover every event since the last clear,
     ``filters`` maps each outcome to its toggle, ``renders`` counts the draws,
-    ``shown`` is what the view shows.
+    ``summary`` and ``shown`` are the line and the rows the view shows.
     """
 
     def __init__(
@@ -133,7 +133,7 @@ class MessageTable(widgets.VBox):
         self._next_render = float("-inf")
         self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])  # (time, seen)
 
-        self._summary = widgets.HTML()
+        self.summary = ""
         self._view = _RowsView(
             columns=list(_VIEW_COLUMNS), shown_rows=shown_rows, visible_rows=visible_rows
         )
@@ -154,7 +154,7 @@ class MessageTable(widgets.VBox):
             [self._pause_button, clear_button, *self.filters.values()],
             layout=widgets.Layout(flex_flow="row wrap"),
         )
-        super().__init__(children=[controls, self._summary, self._view])
+        super().__init__(children=[controls, self._view])
         self._render()
         if source is not None:
             self.attach(source)
@@ -259,7 +259,9 @@ class MessageTable(widgets.VBox):
     def rate(self) -> float:
         """Events per second over the last ``RATE_WINDOW`` seconds, as of the last draw."""
         (then, seen_then), (now, seen_now) = self._samples[0], self._samples[-1]
-        return (seen_now - seen_then) / (now - then) if now > then else 0.0
+        # A draw before a quiet spell may be older than the window: nothing happened in between.
+        span = min(now - then, RATE_WINDOW)
+        return (seen_now - seen_then) / span if span > 0 else 0.0
 
     # -- drawing -----------------------------------------------------------------------
 
@@ -272,8 +274,8 @@ class MessageTable(widgets.VBox):
         self._samples.append((now, self.seen))
         while len(self._samples) > 2 and self._samples[1][0] <= now - RATE_WINDOW:
             self._samples.popleft()
-        self._summary.value = self._summary_html()
-        self._send_rows()
+        self.summary = self._summary_text()
+        self._send()
         if self.rate:
             self._arm_idle()
 
@@ -294,27 +296,26 @@ class MessageTable(widgets.VBox):
         if not self._paused:
             self._render()
 
-    def _summary_html(self) -> str:
+    def _summary_text(self) -> str:
         rate = self.rate
         parts = [f"seen {self.seen:,}", f"retained {len(self._events):,} of {self.max_rows:,}"]
         parts += [f"{o.value} {self.counts[o]:,}" for o in Outcome if self.counts[o]]
-        parts.append(f"<b>{rate:,.0f} events/s</b>" if rate else "<b>idle</b>")
-        state = " <b>(paused: new events are recorded, not shown)</b>" if self._paused else ""
-        return "<span class='jsnb-counts'>" + " &middot; ".join(parts) + state + "</span>"
+        parts.append(f"{rate:,.0f} events/s" if rate else "idle")
+        state = " (paused: new events are recorded, not shown)" if self._paused else ""
+        return " \u00b7 ".join(parts) + state
 
-    def _send_rows(self) -> None:
-        """Send the view the rows new since the last draw, or all of them when stale."""
+    def _send(self) -> None:
+        """One message a draw: the summary, and the rows new since the last draw (or all)."""
         new, self._drawn = self.seen - self._drawn, self.seen
         if self._stale:
             self._stale = False
             self._shown.clear()
             self._shown.extend(self._newest(len(self._events)))
-            self._view.send({"reset": list(self._shown)})
+            self._view.send({"summary": self.summary, "reset": list(self._shown)})
             return
         added = self._newest(min(new, len(self._events)))
-        if added:
-            self._shown.extendleft(reversed(added))
-            self._view.send({"add": added})
+        self._shown.extendleft(reversed(added))
+        self._view.send({"summary": self.summary, "add": added})
 
     def _newest(self, count: int) -> list[list[str]]:
         """Cells of the newest *count* events that pass the filters, newest first."""
@@ -330,7 +331,7 @@ class MessageTable(widgets.VBox):
 
     def _on_view_msg(self, _: Any, content: dict[str, Any], buffers: Any) -> None:
         if content.get("want") == "rows":  # a view was drawn: it has no rows yet
-            self._view.send({"reset": list(self._shown)})
+            self._view.send({"summary": self.summary, "reset": list(self._shown)})
 
 
 def _button(description: str, icon: str) -> widgets.Button:
