@@ -268,13 +268,18 @@ class _Poller(widgets.VBox):
 
 
 def _sparkline(values: list[int]) -> str:
-    """An inline SVG of *values* scaled to their own range (flat when they do not move)."""
+    """An inline SVG of *values* scaled to their own range (flat when they do not move).
+
+    The newest value is at the right edge, so a short history grows from the right.
+    """
     if len(values) < 2:
         return f"<svg width='{_SPARK_W}' height='{_SPARK_H}'></svg>"
     low, high = min(values), max(values)
     step = _SPARK_W / (_SPARK_POINTS - 1)
+    start = _SPARK_POINTS - len(values)
     points = " ".join(
-        f"{i * step:.0f},{_SPARK_H - 1 - (v - low) * (_SPARK_H - 2) / (high - low or 1):.0f}"
+        f"{(start + i) * step:.0f},"
+        f"{_SPARK_H - 1 - (v - low) * (_SPARK_H - 2) / (high - low or 1):.0f}"
         for i, v in enumerate(values)
     )
     return (
