@@ -413,7 +413,16 @@ from jsnb.widgets import ConsumerState, MessageTable
 
 ps = await jsnb.JetStreamPubSub({"natsURL": "embedded", "durableName": "flood"}).init()
 await jsnb.ensure_stream(ps, "FLOOD", ["flood"])
-sub = await ps.subscribe("flood", lambda msg: None)""",
+
+
+def handle(msg):
+    # A few failures, so the views show a NAK, an error and a redelivery among the acks.
+    order = msg.json()["order"]
+    if order % 5000 == 4999 and msg.delivery.num_delivered == 1:
+        raise RuntimeError(f"order {order}: the payment service answered 503, retry later")
+
+
+sub = await ps.subscribe("flood", handle)""",
     "table = MessageTable(sub)\ntable",
     "state = ConsumerState.for_subscription(sub)\nstate",
     """def model_ids(widget):

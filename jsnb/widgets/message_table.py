@@ -50,13 +50,13 @@ def _column(label: str, tip: str, width: str = "", *, number: bool = False) -> d
 
 
 _VIEW_COLUMNS = (
-    _column("time", "when the outcome was decided", "13.5ch"),
-    _column("subject", "the message's subject", "14%"),
-    _column("stream seq", "sequence in the stream", "9ch", number=True),
+    _column("time", "when the outcome was decided", "13ch"),
+    _column("subject", "the message's subject", "12%"),
+    _column("stream seq", "sequence in the stream", "8ch", number=True),
     _column("consumer seq", "sequence of this delivery for the consumer", "9ch", number=True),
-    _column("delivery", "delivery attempt: 1 is the first", "8ch", number=True),
-    _column("outcome", "what became of the attempt, with the NAK delay", "11ch"),
-    _column("handler ms", "handler run time, milliseconds", "8ch", number=True),
+    _column("delivery", "delivery attempt: 1 is the first", "7.5ch", number=True),
+    _column("outcome", "what became of the attempt, with the NAK delay", "12.5ch"),
+    _column("handler ms", "handler run time, milliseconds", "7ch", number=True),
     _column("payload", "the first bytes of the payload"),
     _column("error", "what the handler raised"),
 )
