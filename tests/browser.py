@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -393,3 +394,217 @@ def full_page_screenshot(page: Any, run: NotebookRun, directory: Path) -> Path:
     report |= {k: v for k, v in run.dom.items() if k != "code"}
     path.with_suffix(".json").write_text(json.dumps(report, indent=1))
     return path
+
+
+# -- live views under a flood ------------------------------------------------------------
+
+FLOOD_RATE = 10_000  # messages per second, as in issue 17's target
+FLOOD_SECONDS = 4.0
+FLOOD_TOTAL = int(FLOOD_RATE * FLOOD_SECONDS)
+# One code cell per view, so each view's height is its cell's output height.
+FLOOD_VIEWS = {"MessageTable": 1, "ConsumerState": 2}
+_FLOOD_CELLS = [
+    """import asyncio
+import json
+import time
+
+import jsnb
+from jsnb.widgets import ConsumerState, MessageTable
+
+ps = await jsnb.JetStreamPubSub({"natsURL": "embedded", "durableName": "flood"}).init()
+await jsnb.ensure_stream(ps, "FLOOD", ["flood"])
+
+
+def handle(msg):
+    # A few failures, so the views show a NAK, an error and a redelivery among the acks.
+    order = msg.json()["order"]
+    if order % 5000 == 4999 and msg.delivery.num_delivered == 1:
+        raise RuntimeError(f"order {order}: the payment service answered 503, retry later")
+
+
+sub = await ps.subscribe("flood", handle)""",
+    "table = MessageTable(sub)\ntable",
+    "state = ConsumerState.for_subscription(sub)\nstate",
+    """def model_ids(widget):
+    # A view's bytes are its own model's and those of every widget inside it.
+    return [widget.model_id, *(i for c in getattr(widget, "children", ()) for i in model_ids(c))]
+
+
+ids = {"MessageTable": model_ids(table), "ConsumerState": model_ids(state)}
+print("FLOOD-IDS", json.dumps(ids))""",
+    f"""async def flood(rate={FLOOD_RATE}, total={FLOOD_TOTAL}, chunk=500):
+    # Paced bulk publishes: `rate` messages a second, as one steady stream.
+    started, sent = time.monotonic(), 0
+    while sent < total:
+        batch = [jsnb.BulkMessageEntry(str(sent + i), {{"order": sent + i}}) for i in range(chunk)]
+        assert (await ps.bulk_publish("flood", batch)).ok
+        sent += chunk
+        await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))""",
+]
+# Typed into a new last cell once Run All is over and the page is being watched.
+_FLOOD_START = "flooding = asyncio.create_task(flood())"
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    """A notebook of *cells* (code), with this environment's kernel."""
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "source": s,
+                "outputs": [],
+                "execution_count": None,
+            }
+            for s in cells
+        ],
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb, indent=1))
+
+
+# The views' state as the page shows it: each view cell's output size, the table's summary.
+_LIVE = """(views) => {
+  const cells = Array.from(document.querySelectorAll(
+    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell'));
+  const size = {};
+  for (const [name, i] of Object.entries(views)) {
+    const out = cells[i] && cells[i].querySelector('.jp-OutputArea-output');
+    size[name] = out ? {height: Math.round(out.getBoundingClientRect().height),
+                        width: out.clientWidth, scrollWidth: out.scrollWidth} : null;
+  }
+  const counts = document.querySelector('.jsnb-counts');
+  const ids = cells.map(c => c.textContent).find(t => t.includes('FLOOD-IDS {'));
+  return {size, summary: counts ? counts.textContent : '',
+          ids: ids ? ids.slice(ids.indexOf('FLOOD-IDS {') + 10) : null};
+}"""
+_COMM_ID = re.compile(rb'"comm_id":\s*"([^"]+)"')
+_SEEN = re.compile(r"seen ([\d,]+)")
+_RATE = re.compile(r"\bidle\b|([\d,]+) events/s")
+
+
+@dataclass
+class ViewReport:
+    """One view under the flood: its height, its traffic to the page, what it said after."""
+
+    height: int
+    overflow_px: int
+    bytes: int
+    bytes_per_s: float
+
+
+@dataclass
+class FloodReport:
+    """A flood of FLOOD_TOTAL messages through a live MessageTable and ConsumerState."""
+
+    views: dict[str, ViewReport]
+    flood_s: float  # first event shown to last event shown
+    rates: list[tuple[float, str]]  # (seconds since the flood started, the rate shown)
+    stopped_rate: str  # the rate shown once the summary stopped changing after the flood
+    settled_after_s: float  # seconds after the last event until the rate read 0 / idle
+    overflow: list[dict[str, Any]]
+    run: NotebookRun  # its page report taken after the flood, for the screenshot
+
+    @property
+    def rate_returned_to_zero(self) -> bool:
+        return _shown_rate(self.stopped_rate) == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "views": {k: v.__dict__ for k, v in self.views.items()},
+            "flood_s": round(self.flood_s, 2),
+            "messages_per_s": round(FLOOD_TOTAL / self.flood_s) if self.flood_s else None,
+            "stopped_rate": self.stopped_rate,
+            "rate_returned_to_zero": self.rate_returned_to_zero,
+            "settled_after_s": round(self.settled_after_s, 2),
+            "rates": self.rates,
+            "overflow": self.overflow,
+        }
+
+
+def _shown_rate(text: str) -> float | None:
+    match = _RATE.search(text)
+    if match is None:
+        return None
+    return 0.0 if match.group(1) is None else float(match.group(1).replace(",", ""))
+
+
+def _shown_seen(text: str) -> int:
+    match = _SEEN.search(text)
+    return int(match.group(1).replace(",", "")) if match else 0
+
+
+def run_flood(page: Any, lab: JupyterLab, notebook: str, *, settle: float = 3.0) -> FloodReport:
+    """Write and Run All the flood notebook, sampling the page every 100 ms.
+
+    Every kernel-to-page websocket frame is kept as (time, size, comm ids); a
+    view's traffic is the frames that name its models, between the first and
+    the last event its summary shows. After the last event the page is watched
+    for *settle* more seconds, or until the rate reads 0, whichever is first.
+    """
+    write_notebook(lab.root / notebook, _FLOOD_CELLS)
+    frames: list[tuple[float, int, set[bytes]]] = []
+
+    def on_socket(ws: Any) -> None:
+        def on_frame(payload: str | bytes) -> None:
+            data = payload.encode() if isinstance(payload, str) else payload
+            frames.append((time.monotonic(), len(data), set(_COMM_ID.findall(data))))
+
+        ws.on("framereceived", on_frame)
+
+    page.on("websocket", on_socket)
+    run = run_notebook(page, lab, notebook, deadline=120)
+    assert run.finished and not run.errors, f"{notebook}: {run.errors or run.prompts}"
+
+    # A new cell below the last one, typed and run from the keyboard.
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").last.locator(
+        ".jp-InputArea-editor"
+    ).click()
+    for key in ("Escape", "b", "Enter"):
+        page.keyboard.press(key)
+    page.keyboard.type(_FLOOD_START)
+    page.keyboard.press("Shift+Enter")
+    samples: list[tuple[float, dict[str, Any]]] = []
+    first = last = None  # when the summary first showed an event, and the last one
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now, live = time.monotonic(), page.evaluate(_LIVE, FLOOD_VIEWS)
+        samples.append((now, live))
+        seen = _shown_seen(live["summary"])
+        if first is None and seen:
+            first = now
+        if last is None and seen >= FLOOD_TOTAL:
+            last = now
+        if last is not None and (now - last > settle or _shown_rate(live["summary"]) == 0):
+            break
+        page.wait_for_timeout(100)
+    assert first is not None and last is not None, f"flood never finished: {samples[-1][1]}"
+
+    ids = json.loads(samples[-1][1]["ids"])
+    final = samples[-1][1]
+    views = {}
+    for name, models in ids.items():
+        wanted = {m.encode() for m in models}
+        sent = sum(n for t, n, comms in frames if first <= t <= last and comms & wanted)
+        size = final["size"][name]
+        views[name] = ViewReport(
+            height=size["height"],
+            overflow_px=size["scrollWidth"] - size["width"],
+            bytes=sent,
+            bytes_per_s=round(sent / (last - first)),
+        )
+    run.dom = page.evaluate(_INSPECT)
+    shown = [(t, _RATE.search(s["summary"])) for t, s in samples]
+    return FloodReport(
+        views=views,
+        flood_s=last - first,
+        rates=[(round(t - first, 1), m.group(0)) for t, m in shown if m],
+        stopped_rate=shown[-1][1].group(0) if shown[-1][1] else "",
+        settled_after_s=samples[-1][0] - last,
+        overflow=run.dom["overflow"],
+        run=run,
+    )

@@ -26,6 +26,7 @@ from tests.browser import (
     copy_notebooks,
     full_page_screenshot,
     missing_requirement,
+    run_flood,
     run_notebook,
 )
 
@@ -117,3 +118,32 @@ def _assert_widgets(run: NotebookRun, source: Path, context: str) -> None:
         assert shown == displayed, f"{context}: {displayed} widget outputs, {shown} on the page"
     for key, what in expected(source).items():
         assert run.dom[key], f"{context}: no {what} on the page ({key}=0)"
+
+
+# Issue 17: at most 20 kB/s to the page per view during a 10k msgs/s flood; fail past twice that.
+BYTES_PER_S_TARGET = 20_000
+
+
+def test_live_views_under_a_flood(lab: JupyterLab, browser: Any) -> None:
+    """A flood through a displayed MessageTable and ConsumerState, measured from the page.
+
+    Per view: its height, the bytes per second the kernel sent it during the
+    flood, and whether the table's rate falls back to 0 once traffic stops.
+    The numbers go to ``screenshots/flood.json`` beside the picture.
+    """
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        report = run_flood(page, lab, "flood.ipynb")
+        full_page_screenshot(page, report.run, SCREENSHOTS)
+    finally:
+        page.close()
+        lab.shutdown_kernels()
+    measured = report.as_dict()
+    (SCREENSHOTS / "flood.json").write_text(json.dumps(measured, indent=1))
+    context = json.dumps({k: v for k, v in measured.items() if k != "rates"})
+
+    assert not report.overflow, f"views stick out of the page: {context}"
+    assert all(v.overflow_px <= 0 for v in report.views.values()), context
+    assert report.rate_returned_to_zero, f"the rate is stuck after the flood: {context}"
+    for name, view in report.views.items():
+        assert view.bytes_per_s <= 2 * BYTES_PER_S_TARGET, f"{name} sends too much: {context}"

@@ -36,6 +36,14 @@ def toggle(state: ConsumerState | StreamState) -> widgets.Button:
     return state.children[2].children[0]
 
 
+def header(state: ConsumerState | StreamState) -> str:
+    return state.children[1].value
+
+
+def config(state: ConsumerState | StreamState) -> widgets.HTML:
+    return state.children[3].children[0]
+
+
 async def test_counters_follow_deliveries_and_acks(ps: JetStreamPubSub) -> None:
     release = asyncio.Event()
     seen: list[Message] = []
@@ -78,8 +86,34 @@ async def test_counters_follow_deliveries_and_acks(ps: JetStreamPubSub) -> None:
         frame.columns
     )
     assert frame.loc[0, "deliverPolicy"] == "all"
-    assert "num_ack_pending" in state.children[1].value
     assert "last refresh" in status(state)
+
+
+async def test_counters_head_the_view_and_the_config_is_collapsed(ps: JetStreamPubSub) -> None:
+    sub = await ps.subscribe("s", lambda msg: None)
+    state = ConsumerState.for_subscription(sub)
+    await ps.publish("s", b"one")
+    await eventually(lambda: state.refresh())
+    first_config = config(state).value
+
+    for i in range(3):
+        await ps.publish("s", {"n": i})
+
+    async def acked_all() -> bool:
+        rec = await state.refresh()
+        return rec is not None and rec["ack_floor_stream_seq"] == 4
+
+    await eventually(acked_all)
+    for label in ("delivered", "ack floor", "ack pending", "redelivered", "unprocessed"):
+        assert f">{label}<" in header(state)
+    assert "<b style='font-size:15px'>4</b> <small>consumer 4</small>" in header(state)
+    assert header(state).count("<polyline") == 5  # a sparkline per counter, once it has history
+    # The config section holds everything else, and stays closed until opened.
+    assert state.children[3].selected_index is None
+    assert "ackWait_s" in config(state).value and "maxDeliver" in config(state).value
+    assert "num_ack_pending" not in config(state).value
+    # Only the counters moved: the config's text is unchanged, so it is not sent again.
+    assert config(state).value == first_config
 
 
 async def test_history_grows_per_refresh_and_is_bounded(ps: JetStreamPubSub) -> None:
@@ -154,7 +188,8 @@ async def test_stream_state(ps: JetStreamPubSub) -> None:
     assert rec["consumers"] == 1 and rec["bytes"] > 0
     assert len(state.dataframe) == 1
     assert list(state.history.columns) == ["time", *STREAM_COUNTERS]
-    assert "messages" in state.children[1].value
+    assert ">messages<" in header(state) and "<b style='font-size:15px'>3</b>" in header(state)
+    assert "subjects" in config(state).value
 
     missing = StreamState(ps, "NOPE")
     assert await missing.refresh() is None

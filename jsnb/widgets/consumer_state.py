@@ -11,6 +11,11 @@ was delivered and not yet acknowledged, the ack floor is the highest sequence
 below which everything is acknowledged. Any consumer can be watched, not only
 one jsnb created. A failed poll is shown in the status line, never raised,
 so a notebook keeps running while the server restarts.
+
+The view is a line of counters, each with a sparkline of its recent history,
+over the rest of the record (the configuration) in a collapsed section. The
+two are separate widgets, so a poll that only moves the counters sends the
+page the counters only.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import html
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,6 +51,37 @@ CONSUMER_COUNTERS = (
 STREAM_COUNTERS = ("messages", "bytes", "first_seq", "last_seq", "consumers")
 
 
+@dataclass(frozen=True)
+class _Tile:
+    """One counter of the header: its label, its record key, and one shown under it."""
+
+    label: str
+    key: str
+    also: str | None = None  # a second key, shown small: the consumer seq beside the stream seq
+
+
+CONSUMER_TILES = (
+    _Tile("delivered", "delivered_stream_seq", "delivered_consumer_seq"),
+    _Tile("ack floor", "ack_floor_stream_seq", "ack_floor_consumer_seq"),
+    _Tile("ack pending", "num_ack_pending"),
+    _Tile("redelivered", "num_redelivered"),
+    _Tile("unprocessed", "num_pending"),
+)
+STREAM_TILES = (
+    _Tile("messages", "messages"),
+    _Tile("bytes", "bytes"),
+    _Tile("first seq", "first_seq"),
+    _Tile("last seq", "last_seq"),
+    _Tile("consumers", "consumers"),
+)
+_SPARK_POINTS = 40  # polls a sparkline spans
+_SPARK_W, _SPARK_H = 120, 22
+_TILE_STYLE = (
+    "display:inline-block;min-width:120px;margin:0 18px 4px 0;vertical-align:top;"
+    "font-variant-numeric:tabular-nums"
+)
+
+
 class _InfoSource(Protocol):
     """A :class:`jsnb.JetStreamPubSub` or a nats-py ``JetStreamContext``: both answer these."""
 
@@ -62,6 +99,7 @@ class _Poller(widgets.VBox):
         fetch: Callable[[], Awaitable[Any]],
         to_record: Callable[[Any], dict[str, Any]],
         counters: tuple[str, ...],
+        tiles: tuple[_Tile, ...],
         *,
         interval: float,
         history: int,
@@ -79,18 +117,24 @@ class _Poller(widgets.VBox):
         self._fetch = fetch
         self._to_record = to_record
         self._counters = counters
+        self._tiles = tiles
         self._history: deque[dict[str, Any]] = deque(maxlen=history)
         self._lock = asyncio.Lock()
 
-        self._table = widgets.HTML()
+        self._header = widgets.HTML()
+        self._config = widgets.HTML()
         self._status = widgets.HTML()
-        self._button = widgets.Button(description="Start", icon="play")
+        self._button = widgets.Button(
+            description="Start", icon="play", layout=widgets.Layout(width="auto")
+        )
         self._button.on_click(lambda _: self._toggle())
+        details = widgets.Accordion(children=[self._config], titles=("configuration",))
         super().__init__(
             children=[
                 widgets.HTML(f"<b>{html.escape(title)}</b>"),
-                self._table,
+                self._header,
                 widgets.HBox([self._button, self._status]),
+                details,
             ]
         )
         self._draw()
@@ -195,7 +239,11 @@ class _Poller(widgets.VBox):
 
     def _draw(self) -> None:
         if self.latest is not None:
-            self._table.value = _field_table(self.latest)
+            self._header.value = self._header_html(self.latest)
+            shown = {k for t in self._tiles for k in (t.key, t.also) if k}
+            self._config.value = _field_table(
+                {k: v for k, v in self.latest.items() if k not in shown}
+            )
         when = self.polled_at.strftime("%H:%M:%S") if self.polled_at else "never"
         if self.error is None:
             text = f"last refresh {when}"
@@ -205,14 +253,48 @@ class _Poller(widgets.VBox):
         polling = f"polling every {self.interval:g}s" if self.running else "not polling"
         self._status.value = f"{text} &middot; {polling}"
 
+    def _header_html(self, record: dict[str, Any]) -> str:
+        recent = list(self._history)[-_SPARK_POINTS:]
+        tiles = []
+        for tile in self._tiles:
+            also = f" <small>consumer {record[tile.also]:,}</small>" if tile.also else ""
+            tiles.append(
+                f"<div style='{_TILE_STYLE}'>"
+                f"<div style='font-size:11px;opacity:.7'>{tile.label}</div>"
+                f"<div><b style='font-size:15px'>{record[tile.key]:,}</b>{also}</div>"
+                f"{_sparkline([r[tile.key] for r in recent])}</div>"
+            )
+        return f"<div class='jsnb-state-counters'>{''.join(tiles)}</div>"
+
+
+def _sparkline(values: list[int]) -> str:
+    """An inline SVG of *values* scaled to their own range (flat when they do not move).
+
+    The newest value is at the right edge, so a short history grows from the right.
+    """
+    if len(values) < 2:
+        return f"<svg width='{_SPARK_W}' height='{_SPARK_H}'></svg>"
+    low, high = min(values), max(values)
+    step = _SPARK_W / (_SPARK_POINTS - 1)
+    start = _SPARK_POINTS - len(values)
+    points = " ".join(
+        f"{(start + i) * step:.0f},"
+        f"{_SPARK_H - 1 - (v - low) * (_SPARK_H - 2) / (high - low or 1):.0f}"
+        for i, v in enumerate(values)
+    )
+    return (
+        f"<svg width='{_SPARK_W}' height='{_SPARK_H}'><polyline points='{points}' "
+        "fill='none' stroke='#1976d2' stroke-width='1.5'/></svg>"
+    )
+
 
 def _field_table(record: dict[str, Any]) -> str:
     rows = "".join(
-        f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
-        f"<td>{html.escape(_show(value))}</td></tr>"
+        f"<tr><th style='text-align:left;padding:1px 12px 1px 0'>{html.escape(key)}</th>"
+        f"<td style='text-align:left;padding:1px 0'>{html.escape(_show(value))}</td></tr>"
         for key, value in record.items()
     )
-    return f"<table class='jsnb-state'><tbody>{rows}</tbody></table>"
+    return f"<table class='jsnb-state' style='font-size:12px'><tbody>{rows}</tbody></table>"
 
 
 def _show(value: Any) -> str:
@@ -224,7 +306,7 @@ def _show(value: Any) -> str:
 
 
 class ConsumerState(_Poller):
-    """A consumer's delivery counters and effective config, polled from the server.
+    """A consumer's delivery counters, with their history, and its config, polled from the server.
 
     *ps_or_js* is a :class:`jsnb.JetStreamPubSub` or a nats-py ``JetStreamContext``;
     the consumer can be any on *stream*, durable or ephemeral, jsnb's or not.
@@ -246,6 +328,7 @@ class ConsumerState(_Poller):
             lambda: ps_or_js.consumer_info(stream, consumer),
             consumer_record,
             CONSUMER_COUNTERS,
+            CONSUMER_TILES,
             interval=interval,
             history=history,
         )
@@ -275,6 +358,7 @@ class StreamState(_Poller):
             lambda: ps_or_js.stream_info(stream),
             stream_record,
             STREAM_COUNTERS,
+            STREAM_TILES,
             interval=interval,
             history=history,
         )

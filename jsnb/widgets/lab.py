@@ -213,7 +213,11 @@ class RedeliveryLab(widgets.VBox):
         last = self.results[-1]
         state = "finished" if last.finished else "timed out (pending messages stay on the server)"
         self.status.value = f"run {last.run_id} {state}; lost: <b>{last.totals['lost']}</b>"
-        self.totals.value = _scrollable(self.comparison().tail(6).to_html(index=False, border=0))
+        # One column per run: the last runs' settings and totals read across, side by side,
+        # and a dozen fields fit the page's width where a row per run did not.
+        runs = self.comparison().tail(6).set_index("run")
+        runs.index = [f"run {i}" for i in runs.index]
+        self.totals.value = _scrollable(runs.T.to_html(border=0, justify="left"))
         fig = timeline_figure(self.results[-2:])
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=90)
@@ -232,4 +236,4 @@ class RedeliveryLab(widgets.VBox):
 
 def _scrollable(table_html: str) -> str:
     """A wide table inside an HTML widget: compact lines, its own horizontal scrollbar."""
-    return f"<div style='overflow-x:auto;line-height:1.3;font-size:12px'>{table_html}</div>"
+    return f"<div style='overflow-x:auto;line-height:1.3;font-size:11px'>{table_html}</div>"

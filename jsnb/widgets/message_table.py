@@ -12,41 +12,62 @@ Recording an event is an append to a bounded deque and two counter bumps, so
 a busy subscription pays microseconds per delivery. Drawing happens apart
 from that, at most ``refresh_hz`` times a second, on a timer of the running
 event loop; the timer is armed by the first event after a draw, so the last
-events before a quiet spell are always drawn.
+events before a quiet spell are always drawn, and one more draw
+``RATE_WINDOW`` seconds later lets the rate fall to "idle".
+
+A draw sends the page one message with only what changed: the summary line,
+and the rows that are new since the last draw, as lists of strings (``message_table.js`` turns
+them into table rows). Under a flood that is ``shown_rows`` short rows per
+draw, a few kB, where re-sending the table as HTML cost about 27 kB.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anywidget
 import ipywidgets as widgets
+import traitlets
 
 from jsnb.messages import DeliveryEvent, Outcome
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_HEADERS = (
-    "time",
-    "subject",
-    "stream seq",
-    "consumer seq",
-    "delivery",
-    "outcome",
-    "handler ms",
-    "payload",
-    "error",
+
+def _column(label: str, tip: str, width: str = "", *, number: bool = False) -> dict[str, Any]:
+    """One column of the view: header, header tooltip, CSS width (none: shares what is left).
+
+    Numbers align right; other text is clipped to the column, whole in the cell's tooltip.
+    """
+    return {"label": label, "help": tip, "width": width, "number": number}
+
+
+_VIEW_COLUMNS = (
+    _column("time", "when the outcome was decided", "13ch"),
+    _column("subject", "the message's subject", "12%"),
+    _column("stream seq", "sequence in the stream", "8ch", number=True),
+    _column("consumer seq", "sequence of this delivery for the consumer", "9ch", number=True),
+    _column("delivery", "delivery attempt: 1 is the first", "7.5ch", number=True),
+    _column("outcome", "what became of the attempt, with the NAK delay", "12.5ch"),
+    _column("handler ms", "handler run time, milliseconds", "7ch", number=True),
+    _column("payload", "the first bytes of the payload"),
+    _column("error", "what the handler raised"),
 )
+_HEADERS = tuple(c["label"] for c in _VIEW_COLUMNS)
+# What a row may send of an error: the page clips it anyway, to_dataframe() has all of it.
+_ERROR_CHARS = 240
 # DeliveryEvent.as_row() decides the DataFrame columns; an empty table keeps them too.
 _COLUMNS = tuple(DeliveryEvent(0.0, "", "", 0, 0, 0, Outcome.ACK).as_row())
-_COLORS = {Outcome.ACK: "#2e7d32", Outcome.NAK: "#ef6c00", Outcome.EXPIRED: "#6d4c41"}
-_FAILED_COLOR = "#c62828"
+# Seconds the rate is averaged over, and so how long after the last event it reads idle.
+RATE_WINDOW = 2.0
+_HERE = Path(__file__).parent
 
 
 class _Observable(Protocol):
@@ -57,14 +78,26 @@ class _Observable(Protocol):
     def remove_listener(self, listener: Callable[[DeliveryEvent], None]) -> None: ...
 
 
+class _RowsView(anywidget.AnyWidget):
+    """The scroll box of rows; rows reach it as messages (see ``message_table.js``)."""
+
+    _esm = _HERE / "message_table.js"
+    _css = _HERE / "message_table.css"
+    columns = traitlets.List().tag(sync=True)
+    shown_rows = traitlets.Int().tag(sync=True)
+    visible_rows = traitlets.Int().tag(sync=True)
+
+
 class MessageTable(widgets.VBox):
     """The newest delivery attempts of a subscription (or of every one of a component).
 
     Keeps the last *max_rows* events, shows the newest *shown_rows* that pass
-    the outcome filters, and redraws at most *refresh_hz* times a second.
-    *clock* (seconds, monotonic) is what the throttle reads; tests pass a fake.
+    the outcome filters in a box *visible_rows* high (scroll for the rest),
+    and redraws at most *refresh_hz* times a second. *clock* (seconds,
+    monotonic) is what the throttle and the rate read; tests pass a fake.
     ``counts`` (by outcome) and ``seen`` cover every event since the last clear,
-    ``filters`` maps each outcome to its toggle, ``renders`` counts the draws.
+    ``filters`` maps each outcome to its toggle, ``renders`` counts the draws,
+    ``summary`` and ``shown`` are the line and the rows the view shows.
     """
 
     def __init__(
@@ -73,13 +106,14 @@ class MessageTable(widgets.VBox):
         *,
         max_rows: int = 5000,
         shown_rows: int = 50,
+        visible_rows: int = 12,
         refresh_hz: float = 4.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_rows < 1 or shown_rows < 1 or refresh_hz <= 0:
+        if min(max_rows, shown_rows, visible_rows) < 1 or refresh_hz <= 0:
             raise ValueError(
-                f"jsnb: max_rows {max_rows} and shown_rows {shown_rows} must be 1 or more, "
-                f"refresh_hz {refresh_hz} above 0"
+                f"jsnb: max_rows {max_rows}, shown_rows {shown_rows} and visible_rows "
+                f"{visible_rows} must be 1 or more, refresh_hz {refresh_hz} above 0"
             )
         self.max_rows = max_rows
         self.shown_rows = shown_rows
@@ -89,17 +123,24 @@ class MessageTable(widgets.VBox):
         self.renders = 0
         self.source: _Observable | None = None
         self._events: deque[DeliveryEvent] = deque(maxlen=max_rows)
+        self._shown: deque[list[str]] = deque(maxlen=shown_rows)  # newest first, as sent
+        self._drawn = 0  # ``seen`` at the last draw: the events after it are the new rows
+        self._stale = True  # the shown rows must be rebuilt (filters changed, cleared)
         self._clock = clock
         self._paused = False
         self._timer: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
         self._next_render = float("-inf")
-        self._rate_mark = (clock(), 0)
+        self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])  # (time, seen)
 
-        self._counts_line = widgets.HTML()
-        self._table = widgets.HTML()
-        self._pause_button = widgets.Button(description="Pause", icon="pause")
+        self.summary = ""
+        self._view = _RowsView(
+            columns=list(_VIEW_COLUMNS), shown_rows=shown_rows, visible_rows=visible_rows
+        )
+        self._view.on_msg(self._on_view_msg)
+        self._pause_button = _button("Pause", "pause")
         self._pause_button.on_click(lambda _: self.resume() if self._paused else self.pause())
-        clear_button = widgets.Button(description="Clear", icon="trash")
+        clear_button = _button("Clear", "trash")
         clear_button.on_click(lambda _: self.clear())
         self.filters = {
             outcome: widgets.ToggleButton(
@@ -108,9 +149,12 @@ class MessageTable(widgets.VBox):
             for outcome in Outcome
         }
         for toggle in self.filters.values():
-            toggle.observe(lambda _: self.flush(), names="value")
-        controls = widgets.HBox([self._pause_button, clear_button, *self.filters.values()])
-        super().__init__(children=[controls, self._counts_line, self._table])
+            toggle.observe(self._refilter, names="value")
+        controls = widgets.HBox(
+            [self._pause_button, clear_button, *self.filters.values()],
+            layout=widgets.Layout(flex_flow="row wrap"),
+        )
+        super().__init__(children=[controls, self._view])
         self._render()
         if source is not None:
             self.attach(source)
@@ -157,7 +201,7 @@ class MessageTable(widgets.VBox):
     def pause(self) -> None:
         """Freeze the view; events are still recorded."""
         self._paused = True
-        self._cancel_timer()
+        self._cancel_timers()
         self._pause_button.description, self._pause_button.icon = "Resume", "play"
         self._render()
 
@@ -171,19 +215,27 @@ class MessageTable(widgets.VBox):
         """Forget every recorded event and count."""
         self._events.clear()
         self.counts.clear()
-        self.seen = 0
-        self._rate_mark = (self._clock(), 0)
+        self.seen = self._drawn = 0
+        self._samples = deque([(self._clock(), 0)])
+        self._stale = True
         self.flush()
 
     def flush(self) -> None:
         """Draw now, whatever the throttle says (and even while paused)."""
-        self._cancel_timer()
-        self._render()
-
-    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._render()
+
+    def _refilter(self, _: Any) -> None:
+        self._stale = True
+        self.flush()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._timer, self._idle):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._idle = None
 
     # -- data --------------------------------------------------------------------------
 
@@ -198,6 +250,19 @@ class MessageTable(widgets.VBox):
 
         return pd.DataFrame(self.rows, columns=list(_COLUMNS))
 
+    @property
+    def shown(self) -> list[dict[str, str]]:
+        """What the view shows, newest first: each row's cells as text, by column header."""
+        return [dict(zip(_HEADERS, cells, strict=True)) for cells in self._shown]
+
+    @property
+    def rate(self) -> float:
+        """Events per second over the last ``RATE_WINDOW`` seconds, as of the last draw."""
+        (then, seen_then), (now, seen_now) = self._samples[0], self._samples[-1]
+        # A draw before a quiet spell may be older than the window: nothing happened in between.
+        span = min(now - then, RATE_WINDOW)
+        return (seen_now - seen_then) / span if span > 0 else 0.0
+
     # -- drawing -----------------------------------------------------------------------
 
     def _render(self) -> None:
@@ -205,67 +270,90 @@ class MessageTable(widgets.VBox):
         now = self._clock()
         self._next_render = now + 1.0 / self.refresh_hz
         self.renders += 1
-        self._counts_line.value = self._counts_html(now)
-        self._table.value = self._table_html()
+        # The draws of the last RATE_WINDOW seconds, and the last one before them.
+        self._samples.append((now, self.seen))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - RATE_WINDOW:
+            self._samples.popleft()
+        self.summary = self._summary_text()
+        self._send()
+        if self.rate:
+            self._arm_idle()
 
-    def _counts_html(self, now: float) -> str:
-        then, seen_then = self._rate_mark
-        self._rate_mark = (now, self.seen)
-        rate = (self.seen - seen_then) / (now - then) if now > then else 0.0
+    def _arm_idle(self) -> None:
+        # Once traffic stops nothing else draws: one more draw when this one's events
+        # have left the window lets the rate fall to idle instead of freezing.
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._idle = loop.call_later(RATE_WINDOW, self._idle_render)
+
+    def _idle_render(self) -> None:
+        self._idle = None
+        if not self._paused:
+            self._render()
+
+    def _summary_text(self) -> str:
+        rate = self.rate
         parts = [f"seen {self.seen:,}", f"retained {len(self._events):,} of {self.max_rows:,}"]
         parts += [f"{o.value} {self.counts[o]:,}" for o in Outcome if self.counts[o]]
-        parts.append(f"{rate:,.0f} events/s")
-        state = " <b>(paused: new events are recorded, not shown)</b>" if self._paused else ""
-        return "<span class='jsnb-counts'>" + " &middot; ".join(parts) + state + "</span>"
+        parts.append(f"{rate:,.0f} events/s" if rate else "idle")
+        state = " (paused: new events are recorded, not shown)" if self._paused else ""
+        return " \u00b7 ".join(parts) + state
 
-    def _table_html(self) -> str:
+    def _send(self) -> None:
+        """One message a draw: the summary, and the rows new since the last draw (or all)."""
+        new, self._drawn = self.seen - self._drawn, self.seen
+        if self._stale:
+            self._stale = False
+            self._shown.clear()
+            self._shown.extend(self._newest(len(self._events)))
+            self._view.send({"summary": self.summary, "reset": list(self._shown)})
+            return
+        added = self._newest(min(new, len(self._events)))
+        self._shown.extendleft(reversed(added))
+        self._view.send({"summary": self.summary, "add": added})
+
+    def _newest(self, count: int) -> list[list[str]]:
+        """Cells of the newest *count* events that pass the filters, newest first."""
         shown = {o for o, toggle in self.filters.items() if toggle.value}
-        rows: list[str] = []
-        for event in reversed(self._events):
+        rows: list[list[str]] = []
+        for i in range(count):
+            event = self._events[-1 - i]
             if event.outcome in shown:
-                rows.append(_row_html(event))
+                rows.append(_cells(event))
                 if len(rows) == self.shown_rows:
                     break
-        head = "".join(f"<th style='text-align:left;white-space:nowrap'>{h}</th>" for h in _HEADERS)
-        body = "".join(rows) or f"<tr><td colspan='{len(_HEADERS)}'><i>no events</i></td></tr>"
-        return (
-            "<table class='jsnb-messages' style='font-family:monospace;font-size:12px'>"
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        )
+        return rows
+
+    def _on_view_msg(self, _: Any, content: dict[str, Any], buffers: Any) -> None:
+        if content.get("want") == "rows":  # a view was drawn: it has no rows yet
+            self._view.send({"summary": self.summary, "reset": list(self._shown)})
 
 
-def _row_html(event: DeliveryEvent) -> str:
+def _button(description: str, icon: str) -> widgets.Button:
+    return widgets.Button(description=description, icon=icon, layout=widgets.Layout(width="auto"))
+
+
+def _cells(event: DeliveryEvent) -> list[str]:
+    """One row as the view shows it; the DataFrame keeps the values themselves."""
     outcome = event.outcome.value
     if event.delay:
         outcome += f" +{event.delay:g}s"
-    color = _COLORS.get(event.outcome, _FAILED_COLOR)
-    before = (
+    error = event.error or ""
+    if len(error) > _ERROR_CHARS:
+        error = error[: _ERROR_CHARS - 1] + "\u2026"
+    return [
         datetime.fromtimestamp(event.time).strftime("%H:%M:%S.%f")[:-3],
         event.subject,
-        event.stream_seq,
-        event.consumer_seq,
-        event.num_delivered,
-    )
-    error = html.escape(event.error or "")
-    return (
-        "<tr>"
-        + "".join(_td(c) for c in before)
-        + f"<td style='color:{color};{_NOWRAP}'>{html.escape(outcome)}</td>"
-        + _td(f"{event.duration * 1000:.1f}")
-        + _td(event.preview.decode("utf-8", "replace"), clip="16em")
-        # long errors are clipped; the whole text is in the cell's tooltip
-        + f"<td title='{error}' style='{_NOWRAP};{_clip('28em')}'>{error}</td>"
-        + "</tr>"
-    )
-
-
-_NOWRAP = "white-space:nowrap"
-
-
-def _clip(width: str) -> str:
-    return f"max-width:{width};overflow:hidden;text-overflow:ellipsis"
-
-
-def _td(value: object, *, clip: str | None = None) -> str:
-    style = _NOWRAP + (";" + _clip(clip) if clip else "")
-    return f"<td style='{style}'>{html.escape(str(value))}</td>"
+        str(event.stream_seq),
+        str(event.consumer_seq),
+        str(event.num_delivered),
+        outcome,
+        f"{event.duration * 1000:.1f}",
+        event.preview.decode("utf-8", "replace"),
+        error,
+    ]
