@@ -131,23 +131,29 @@ class LabResult:
 
 
 def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
-    """Rows of the attempts table, ordered by message then attempt."""
+    """Rows of the attempts table, ordered by message then attempt.
+
+    Each row reads as one comparison: what this delivery asked for (its NAK
+    delay), and the gap *to the next delivery* of the same message, observed
+    and predicted by the consumer's :class:`~jsnb.retry.RetryRule`. After a
+    NAK the gap runs from the NAK; after no answer, from when the delivery
+    arrived (the server redelivers when its ack deadline runs out).
+    """
     rule = result.rule
     by_seq: dict[int, list[DeliveryEvent]] = {}
     for ev in sorted(result.events, key=lambda e: (e.stream_seq, e.num_delivered, e.received)):
         by_seq.setdefault(ev.stream_seq, []).append(ev)
     rows = []
     for index, (seq, evs) in enumerate(sorted(by_seq.items()), start=1):
-        previous: DeliveryEvent | None = None
-        for ev in evs:
+        for ev, nxt in zip(evs, [*evs[1:], None], strict=True):
             observed = predicted = None
-            if previous is not None:
-                if previous.outcome is Outcome.NAK:
-                    observed = ev.received - previous.time
-                    predicted = previous.delay or 0.0
-                else:  # no NAK: the server redelivered when ackWait ran out
-                    observed = ev.received - previous.received
-                    predicted = rule.ack_deadline(previous.num_delivered)
+            if nxt is not None and nxt.num_delivered > ev.num_delivered:
+                if ev.outcome is Outcome.NAK:
+                    observed = nxt.received - ev.time
+                    predicted = ev.delay or 0.0
+                else:
+                    observed = nxt.received - ev.received
+                    predicted = rule.ack_deadline(ev.num_delivered)
             rows.append(
                 {
                     "message": index,
@@ -159,13 +165,12 @@ def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
                     "settled_s": ev.time - result.started,
                     "outcome": ev.outcome.value,
                     "nak_delay_s": ev.delay,
-                    "observed_delay_s": observed,
-                    "predicted_delay_s": predicted,
+                    "next_delay_observed_s": observed,
+                    "next_delay_predicted_s": predicted,
                     "handler_ms": ev.duration * 1000.0,
                     "error": ev.error,
                 }
             )
-            previous = ev
     return rows
 
 

@@ -13,11 +13,11 @@ from jsnb.retry import RetryRule
 
 def assert_delays_match(result: Any) -> None:
     df = result.attempts
-    redeliveries = df[df["attempt"] > 1]
-    assert not redeliveries.empty
-    for row in redeliveries.itertuples():
-        want = row.predicted_delay_s
-        assert want * 0.8 - 0.02 <= row.observed_delay_s <= want * 1.5 + 0.15, row
+    followed = df[df["next_delay_predicted_s"].notna()]
+    assert not followed.empty
+    for row in followed.itertuples():
+        want = row.next_delay_predicted_s
+        assert want * 0.8 - 0.02 <= row.next_delay_observed_s <= want * 1.5 + 0.15, row
 
 
 async def test_backoff_run_matches_prediction(nats_server: Any) -> None:
@@ -28,7 +28,9 @@ async def test_backoff_run_matches_prediction(nats_server: Any) -> None:
     assert result.totals["attempts"] == 12 and result.totals["redelivered"] == 8
     df = result.attempts
     assert list(df.groupby("message")["attempt"].max()) == [3, 3, 3, 3]
-    assert sorted(df["predicted_delay_s"].dropna().unique()) == [0.1, 1.0]
+    assert sorted(df["next_delay_predicted_s"].dropna().unique()) == [0.1, 1.0]
+    naked = df[df["outcome"] == "nak"]
+    assert list(naked["nak_delay_s"]) == list(naked["next_delay_predicted_s"])  # one row, one gap
     assert_delays_match(result)
 
 
@@ -44,9 +46,9 @@ async def test_hung_handler_is_redelivered_after_ack_wait(nats_server: Any) -> N
     props = {"ackWait": "500ms", "concurrencyMode": "parallel"}
     result = await run_scenario(nats_server.url, props, Scenario(messages=2, hang_seconds=1.5))
     assert result.totals["lost"] == 0
-    second = result.attempts[result.attempts["attempt"] == 2]
-    assert len(second) == 2
-    assert all(second["predicted_delay_s"] == 0.5)
+    attempts = result.attempts
+    assert len(attempts[attempts["attempt"] == 2]) == 2
+    assert all(attempts.loc[attempts["attempt"] == 1, "next_delay_predicted_s"] == 0.5)
     assert_delays_match(result)
 
 

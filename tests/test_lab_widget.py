@@ -28,16 +28,19 @@ async def test_run_from_code_uses_the_form(nats_server: Any) -> None:
     lab.form.controls["maxDeliver"].value = 5
     first = await lab.arun(Scenario(messages=3, fail_times=2))
     assert first.totals["acked"] == 3 and first.totals["lost"] == 0
-    assert sorted(first.attempts["predicted_delay_s"].dropna().unique()) == [0.1, 0.3]
+    assert sorted(first.attempts["next_delay_predicted_s"].dropna().unique()) == [0.1, 0.3]
     assert lab.progress.value == 3 == lab.progress.max
     assert bytes(lab.plot.value).startswith(b"\x89PNG")
-    assert "observed_delay_s" in lab.attempts_view.value
+    assert "next_delay_observed_s" in lab.attempts_view.value
     lab.form.controls["backOff"].value = "50ms"
     second = await lab.arun(Scenario(messages=3, fail_times=2))
     table = lab.comparison()
     assert list(table["backOff"]) == ["0.1s, 0.3s", "0.05s"]
     assert list(table["lost"]) == [0, 0]
-    assert second.attempts["observed_delay_s"].max() < first.attempts["observed_delay_s"].max()
+    assert (
+        second.attempts["next_delay_observed_s"].max()
+        < first.attempts["next_delay_observed_s"].max()
+    )
 
 
 async def test_explicit_properties_override_the_form(nats_server: Any) -> None:
