@@ -281,8 +281,12 @@ async def test_a_fresh_cluster_takes_an_r3_stream_at_once_every_time(tmp_path: P
 async def test_a_cluster_without_quorum_says_it_has_no_leader() -> None:
     async with LocalCluster(2, name="quorum", token=TOKEN) as cluster:
         assert [_api_answers(node) for node in cluster.nodes] == [True, True], "probed with token"
-        async with connected(cluster.nodes[0].url, token=TOKEN) as (nc, js):
-            await asyncio.to_thread(cluster.kill_node, 1)  # one of two: no majority to elect
+        # Kill the leader: a leader that lost its quorum still answers reads for a while.
+        leader = [n.options.server_name for n in cluster.nodes].index(
+            await cluster.await_meta_leader()
+        )
+        async with connected(cluster.nodes[1 - leader].url, token=TOKEN) as (nc, js):
+            await asyncio.to_thread(cluster.kill_node, leader)  # one of two: no majority
             with pytest.raises(NoLeaderError, match="no JetStream leader yet") as raised:
                 await ensure_stream(js, "LONELY", ["lonely"], timeout=3)
             assert "creating stream 'LONELY'" in str(raised.value)
