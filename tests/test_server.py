@@ -278,7 +278,7 @@ async def test_a_fresh_cluster_takes_an_r3_stream_at_once_every_time(tmp_path: P
 
 
 @pytest.mark.slow
-async def test_a_cluster_without_quorum_says_it_has_no_leader() -> None:
+async def test_without_quorum_no_leader_is_named_and_a_waiting_create_succeeds() -> None:
     async with LocalCluster(2, name="quorum", token=TOKEN) as cluster:
         assert [_api_answers(node) for node in cluster.nodes] == [True, True], "probed with token"
         # Kill the leader: a leader that lost its quorum still answers reads for a while.
@@ -292,6 +292,11 @@ async def test_a_cluster_without_quorum_says_it_has_no_leader() -> None:
             assert "creating stream 'LONELY'" in str(raised.value)
             with pytest.raises(NoLeaderError, match="finding the stream for subject 'lonely'"):
                 await stream_for_subject(nc, "$JS.API", "lonely", timeout=3)
+            # A create waiting for the quorum goes through once it is back.
+            creating = asyncio.ensure_future(ensure_stream(js, "LONELY", ["lonely"]))
+            await asyncio.to_thread(cluster.restart_node, leader)
+            assert (await creating).config.name == "LONELY"
+            assert await stream_for_subject(nc, "$JS.API", "lonely") == "LONELY"
 
 
 def test_cluster_starts_synchronously_on_a_given_store_root(tmp_path: Path) -> None:
