@@ -80,7 +80,7 @@ async def test_replicated_stream_survives_follower_and_leader_kills(
 
         # 1. A follower dies: the one the consumer is connected to, if that is a follower.
         await eventually(lambda: stats.stored >= n // 5 and tally.distinct > 0, timeout=60)
-        leader = await eventually(lambda: stream_leader(publisher, "REL"), timeout=30)
+        leader = await eventually(lambda: stream_leader(publisher, "REL"))
         candidates = [connected_index(cluster, consumer), connected_index(cluster, publisher)]
         follower = next(
             i
@@ -95,7 +95,7 @@ async def test_replicated_stream_survives_follower_and_leader_kills(
         await eventually(lambda: replicas_current(publisher, "REL"), timeout=30)
 
         # 2. The stream leader dies; publishes time out until a new one is elected.
-        leader = await eventually(lambda: stream_leader(publisher, "REL"), timeout=30)
+        leader = await eventually(lambda: stream_leader(publisher, "REL"))
         old = node_index(cluster, leader)
         kills.append(
             await _kill(cluster, old, "stream leader", stats, tally, [publisher, consumer])

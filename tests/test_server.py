@@ -288,10 +288,10 @@ async def test_without_quorum_no_leader_is_named_and_a_waiting_create_succeeds()
         async with connected(cluster.nodes[1 - leader].url, token=TOKEN) as (nc, js):
             await asyncio.to_thread(cluster.kill_node, leader)  # one of two: no majority
             with pytest.raises(NoLeaderError, match="no JetStream leader yet") as raised:
-                await ensure_stream(js, "LONELY", ["lonely"], timeout=3)
+                await ensure_stream(js, "LONELY", ["lonely"], timeout=2)
             assert "creating stream 'LONELY'" in str(raised.value)
             with pytest.raises(NoLeaderError, match="finding the stream for subject 'lonely'"):
-                await stream_for_subject(nc, "$JS.API", "lonely", timeout=3)
+                await stream_for_subject(nc, "$JS.API", "lonely", timeout=2)
             # A create waiting for the quorum goes through once it is back.
             creating = asyncio.ensure_future(ensure_stream(js, "LONELY", ["lonely"]))
             await asyncio.to_thread(cluster.restart_node, leader)
