@@ -2,10 +2,13 @@
 
 ```
 JsnbError
- +-- MetadataError (also ValueError)   bad or missing component property
- +-- ComponentClosedError              the component was used after close()
- +-- ServerError                       the embedded nats-server failed
- +-- StreamNotFoundError               no JetStream stream covers a subject
+ +-- MetadataError (also ValueError)             bad or missing component property
+ +-- ComponentClosedError                        the component was used after close()
+ +-- ServerError                                 the embedded nats-server failed
+ +-- StreamNotFoundError (also LookupError)      no JetStream stream covers a subject
+ +-- StreamUnavailableError (ConnectionError)    a stream exists but nobody answered
+ |    +-- NoLeaderError                          the cluster is still electing a leader
+ +-- PayloadTooLargeError (also ValueError)      the message exceeds max_payload
 ```
 
 Errors raised by nats-py are passed through where they already say the
@@ -75,6 +78,15 @@ class StreamUnavailableError(JsnbError, ConnectionError):
     """A stream captures the subject but nobody answered: no leader, or its servers are down.
 
     Retriable: publish again with the same ``cloudevent.id`` and it is stored once.
+    """
+
+
+class NoLeaderError(StreamUnavailableError):
+    """The JetStream API did not answer before a deadline: the cluster has no leader yet.
+
+    A cluster drops or refuses JetStream requests while it elects a meta or
+    stream leader; jsnb retries them until the deadline, then raises this.
+    Retriable like its parent: a quorum of servers must be up to elect one.
     """
 
 

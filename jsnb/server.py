@@ -53,6 +53,9 @@ __all__ = [
 
 # A server asked to stop gets this long to flush JetStream before SIGKILL.
 STOP_TIMEOUT = 10.0
+# A fresh cluster elects its JetStream meta leader in well under a second when
+# idle; a split vote waits nats-server's 4-9 s election timeout again.
+ELECTION_TIMEOUT = 30.0
 # Readiness is polled this often: a single server is usually up within 50 ms.
 _POLL_INTERVAL = 0.02
 _LOG_TAIL_LINES = 40
@@ -682,7 +685,7 @@ class LocalCluster(_Lifecycle):
         return all(node.running for node in self.nodes)
 
     def start(self) -> Self:
-        """Start all nodes, wait for each and for a JetStream meta leader."""
+        """Start all nodes and wait until the cluster is ready (see ``_wait_ready``)."""
         try:
             for node in self.nodes:
                 if not node.running:
@@ -691,9 +694,7 @@ class LocalCluster(_Lifecycle):
             for node in self.nodes:
                 while not node._ready(deadline):
                     time.sleep(_POLL_INTERVAL)
-            self.wait_for_meta_leader()
-            # Clients that connect at once must find JetStream answering on every node.
-            self._wait_all_caught_up()
+            self._wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -708,12 +709,27 @@ class LocalCluster(_Lifecycle):
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-            await self.await_meta_leader()
-            await asyncio.to_thread(self._wait_all_caught_up)
+            await asyncio.to_thread(self._wait_ready)
         except BaseException:
             await self.astop()
             raise
         return self
+
+    def _wait_ready(self, timeout: float = ELECTION_TIMEOUT) -> None:
+        """Ready as a client sees it: JetStream requests through any node are answered.
+
+        Every node must name the same meta leader and pass its full health
+        check, and a JetStream API request sent through each must be answered.
+        The last matters on a busy machine: a leader elected moments ago may
+        step down again, and a request that reaches it then is dropped, which
+        a client sees as a timeout on its first stream create.
+        """
+        started = time.monotonic()
+        self.wait_for_meta_leader(timeout)
+        for node in self.nodes:
+            _wait_caught_up(node, timeout - (time.monotonic() - started))
+        for node in self.nodes:
+            _wait_answers(node, timeout - (time.monotonic() - started))
 
     def stop(self) -> None:
         """Stop every node; idempotent."""
@@ -740,11 +756,9 @@ class LocalCluster(_Lifecycle):
         """
         node = self.nodes[index]
         node.restart()
+        started = time.monotonic()
         _wait_caught_up(node, timeout)
-
-    def _wait_all_caught_up(self, timeout: float = 10.0) -> None:
-        for node in self.nodes:
-            _wait_caught_up(node, timeout)
+        _wait_answers(node, timeout - (time.monotonic() - started))
 
     def meta_leader(self) -> str | None:
         """The meta leader's name if every running node names the same running node."""
@@ -759,7 +773,7 @@ class LocalCluster(_Lifecycle):
         leader = leaders.pop() if len(leaders) == 1 else None
         return leader if leader in running else None
 
-    def wait_for_meta_leader(self, timeout: float = 10.0) -> str:
+    def wait_for_meta_leader(self, timeout: float = ELECTION_TIMEOUT) -> str:
         """Block until the running nodes agree on a meta leader; return its name."""
         deadline = time.monotonic() + timeout
         while (leader := self.meta_leader()) is None:
@@ -768,7 +782,7 @@ class LocalCluster(_Lifecycle):
             time.sleep(_POLL_INTERVAL)
         return leader
 
-    async def await_meta_leader(self, timeout: float = 10.0) -> str:
+    async def await_meta_leader(self, timeout: float = ELECTION_TIMEOUT) -> str:
         """``wait_for_meta_leader()`` without blocking the event loop."""
         deadline = time.monotonic() + timeout
         while (leader := await asyncio.to_thread(self.meta_leader)) is None:
@@ -826,6 +840,58 @@ def stop_shared_server() -> None:
         if _shared is not None:
             _shared.stop()
             _shared = None
+
+
+def _api_answers(node: NatsServer, timeout: float = 2.0) -> bool | None:
+    """Send ``$JS.API.INFO`` through *node*: whether JetStream answered it.
+
+    Any answer but a 503 counts: an account without JetStream is still an
+    answer. ``None`` when we hold no credentials the node accepts (JWT, TLS,
+    or users in ``extra_config``); its health check must then do. A raw
+    client, like the HTTP probes, keeps the check synchronous.
+    """
+    options = node.options
+    if options.jwt is not None or options.tls is not None:
+        return None
+    connect: dict[str, object] = {"verbose": False, "headers": True, "no_responders": True}
+    if options.token is not None:
+        connect["auth_token"] = options.token
+    request = (
+        b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+        b"SUB _jsnb.ready 1\r\nPUB $JS.API.INFO _jsnb.ready 0\r\n\r\n"
+    )
+    try:
+        with socket.create_connection((options.host, node.port), timeout=timeout) as sock:
+            sock.sendall(request)
+            reader = sock.makefile("rb")
+            # The server sends INFO, perhaps PING, then our reply: MSG, or HMSG
+            # carrying a 503 status when nobody listens on the API.
+            while line := reader.readline():
+                if line.startswith(b"MSG "):
+                    body = json.loads(reader.read(int(line.split()[-1])))
+                    return body.get("error", {}).get("code") != 503
+                if line.startswith(b"HMSG "):
+                    return False
+                if line.startswith(b"-ERR"):
+                    return None if b"Authorization" in line else False
+                if line.startswith(b"PING"):
+                    sock.sendall(b"PONG\r\n")
+    except (OSError, ValueError):  # refused, timed out (no answer yet), or garbled
+        return False
+    return False
+
+
+def _wait_answers(node: NatsServer, timeout: float) -> None:
+    """Wait until a JetStream API request through *node* is answered (see ``_api_answers``)."""
+    deadline = time.monotonic() + timeout
+    while _api_answers(node) is False:
+        if time.monotonic() > deadline:
+            raise ServerError(
+                f"jsnb: JetStream on {node.options.server_name} did not answer $JS.API.INFO "
+                f"within {max(timeout, 0):g}s: the cluster has no working meta leader",
+                log=node._log_tail(),
+            )
+        time.sleep(_POLL_INTERVAL)
 
 
 def _wait_caught_up(node: NatsServer, timeout: float) -> None:

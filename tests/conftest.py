@@ -13,8 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from jsnb.server import NatsServer
+
+# Property tests judge results, not speed: hypothesis's 200 ms per-example deadline and
+# its too-slow health check fail them on a busy machine. Loaded before any test module.
+settings.register_profile("jsnb", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("jsnb")
 
 
 @pytest.fixture

@@ -9,9 +9,13 @@ from typing import Any
 
 
 async def eventually(
-    check: Callable[[], Any | Awaitable[Any]], *, timeout: float = 10.0, interval: float = 0.02
+    check: Callable[[], Any | Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.02
 ) -> Any:
-    """Poll *check* until it returns something truthy; fail with its last value on timeout."""
+    """Poll *check* until it returns something truthy; fail with its last value on timeout.
+
+    The default *timeout* is generous on purpose: a met condition returns at
+    once, and a busy machine (CI, a laptop running other work) may be slow.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:

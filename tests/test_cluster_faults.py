@@ -18,7 +18,6 @@ import nats.errors
 import pytest
 
 from jsnb import JetStreamPubSub, JsnbError, ensure_stream
-from jsnb.errors import ServerError
 from jsnb.server import LocalCluster
 from tests.reliability import PublishStats, Tally, publish_numbered, record
 from tests.support import eventually
@@ -26,22 +25,9 @@ from tests.support import eventually
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    nodes = LocalCluster(3, name="rel", store_root=tmp_path / "cluster")
-    await nodes.astart()
-    try:
-        # astart() can return while a node's full health check still fails; a client's
-        # first JetStream request then times out (about 1 fresh cluster in 5, reported).
-        await eventually(lambda: all_healthy(nodes))
+    # Ready when astart() returns: JetStream answers through every node.
+    async with LocalCluster(3, name="rel", store_root=tmp_path / "cluster") as nodes:
         yield nodes
-    finally:
-        await nodes.astop()
-
-
-def all_healthy(cluster: LocalCluster) -> bool:
-    try:
-        return all(node.monitor("healthz").get("status") == "ok" for node in cluster.nodes)
-    except ServerError:  # 503 while JetStream catches up
-        return False
 
 
 def node_index(cluster: LocalCluster, name: str) -> int:
@@ -93,7 +79,7 @@ async def test_replicated_stream_survives_follower_and_leader_kills(
         kills: list[dict[str, Any]] = []
 
         # 1. A follower dies: the one the consumer is connected to, if that is a follower.
-        await eventually(lambda: stats.stored >= n // 5 and tally.distinct > 0)
+        await eventually(lambda: stats.stored >= n // 5 and tally.distinct > 0, timeout=60)
         leader = await eventually(lambda: stream_leader(publisher, "REL"))
         candidates = [connected_index(cluster, consumer), connected_index(cluster, publisher)]
         follower = next(
@@ -208,7 +194,7 @@ async def test_publish_to_a_stream_whose_node_is_down_does_not_claim_it_is_missi
     others = ",".join(node.url for i, node in enumerate(cluster.nodes) if i != home)
     async with JetStreamPubSub({"natsURL": others}) as ps:
         await asyncio.to_thread(cluster.kill_node, home)
-        await cluster.await_meta_leader(15)
+        await cluster.await_meta_leader()
         with pytest.raises((JsnbError, nats.errors.Error, TimeoutError)) as raised:
             await ps.publish("one", "while the stream's only node is down")
         text = str(raised.value)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import nats.errors
 import orjson
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jsnb import (
@@ -43,7 +42,7 @@ from tests.support import eventually
 
 SEED_YAML = Path(__file__).resolve().parent / "data" / "seed-component.yaml"
 RAW = {"rawPayload": "true"}
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=150)
 
 # -- metadata: any input, a Metadata or a MetadataError -----------------------------------
 
@@ -252,7 +251,7 @@ def test_start_time_beyond_year_9999_is_a_metadata_error() -> None:
 # -- pure helpers on the wire path ---------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.binary(max_size=300) | st.builds(orjson.dumps, st.dictionaries(st.text(), st.text())))
 def test_unwrap_never_raises_and_keeps_non_cloudevents_as_they_are(payload: bytes) -> None:
     incoming = unwrap(payload)
@@ -261,7 +260,7 @@ def test_unwrap_never_raises_and_keeps_non_cloudevents_as_they_are(payload: byte
     assert unwrap(payload, raw=True).data == payload
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.text(max_size=20))
 def test_publish_topics_are_valid_subjects_or_value_errors(topic: str) -> None:
     try:
@@ -519,7 +518,7 @@ async def test_handler_raising_cancelled_error_fails_that_delivery_only(
         await ps.subscribe("h", handler)
         for i in range(5):
             await ps.publish("h", str(i))
-        await eventually(lambda: len(handled) == 5, timeout=6)
+        await eventually(lambda: len(handled) == 5)
     finally:
         await ps.close()
 
@@ -566,13 +565,12 @@ async def test_hung_handler_is_redelivered_and_close_does_not_hang(
             await ps.publish("h", str(i))
         if mode == "parallel":
             # The hung attempt is redelivered after ackWait and handled by another run.
-            await eventually(lambda: len(handled) == n, timeout=10)
+            await eventually(lambda: len(handled) == n)
         else:
             # One at a time: the hung handler holds the subscription back, nothing is acked.
             await eventually(lambda: sub.delivered == 1)
-        started = time.monotonic()
-        await asyncio.wait_for(ps.close(timeout=1), 10)
-        assert time.monotonic() - started < 5
+        # close(timeout=1) gives up on the hung handler (held for 30 s) instead of waiting.
+        await asyncio.wait_for(ps.close(timeout=1), 20)
     finally:
         release.set()
         await ps.close()
@@ -580,7 +578,7 @@ async def test_hung_handler_is_redelivered_and_close_does_not_hang(
     successor = await make(nats_server, **props)
     try:
         sub = await successor.subscribe("h", lambda m: handled.add(int(m.data)))
-        await eventually(lambda: all_acked(sub, n), timeout=10)
+        await eventually(lambda: all_acked(sub, n))
         assert handled == set(range(n))
     finally:
         await successor.close()

@@ -200,7 +200,7 @@ async def test_deliver_policy_time(ps: JetStreamPubSub, nats_server: Any) -> Non
     await _publish_n(ps, 2)
     # Stream timestamps have nanosecond precision; startTime is whole seconds.
     start = int(time.time()) + 1
-    await eventually(lambda: time.time() >= start, timeout=3)
+    await eventually(lambda: time.time() >= start)
     await ps.publish("orders", "late")
     other = await make(nats_server, startTime=start)
     try:
@@ -407,8 +407,9 @@ async def test_redelivery_follows_backoff(nats_server: Any) -> None:
         gaps = [b - a for a, b in itertools.pairwise(times)]
         # NAK delays come from backOff per attempt, the last value repeating.
         for gap, want in zip(gaps, [0.2, 1.0, 1.0], strict=True):
-            # generous, yet tight enough to catch the server adding backOff[n-1] - backOff[0]
-            assert want * 0.8 <= gap <= want * 1.5 + 0.15, gaps
+            # Half a second of slack for a busy machine still catches the server adding
+            # backOff[n-1] - backOff[0] (0.8 s here) to the later delays.
+            assert want * 0.8 <= gap <= want + 0.5, gaps
         outcomes = [e.outcome for e in events]
         assert outcomes == [Outcome.NAK, Outcome.NAK, Outcome.NAK, Outcome.ACK]
         assert [e.delay for e in events[:3]] == [0.2, 1.0, 1.0]
@@ -431,7 +432,7 @@ async def test_ack_wait_expiry_redelivers_a_hung_handler(nats_server: Any) -> No
 
         await ps.subscribe("orders", handler)
         await ps.publish("orders", "x")
-        await eventually(lambda: len(starts) == 2, timeout=10)
+        await eventually(lambda: len(starts) == 2)
         assert 0.8 <= starts[1] - starts[0] <= 5.0
         release.set()
     finally:

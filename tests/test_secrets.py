@@ -104,7 +104,7 @@ async def test_a_whole_session_never_shows_a_secret(
             await asyncio.to_thread(server.kill)
             await eventually(lambda: not ps.nc.is_connected)
             await asyncio.to_thread(server.restart)
-            await eventually(lambda: ps.nc.is_connected, timeout=15)
+            await eventually(lambda: ps.nc.is_connected)
             await ps.publish("sec", "after the crash")
             md = ps.metadata
             assert md is not None

@@ -23,15 +23,18 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from jsnb import NoLeaderError, ensure_stream
 from jsnb.credentials import JWTAuth, TLSFiles, make_jwt_auth, make_tls_files, make_user
 from jsnb.errors import ServerError
 from jsnb.server import (
     LocalCluster,
     NatsServer,
     TLSConfig,
+    _api_answers,
     nats_server_binary,
     nats_server_version,
 )
+from jsnb.streams import stream_for_subject
 
 TOKEN = 'tok$en "with" \\ odd é chars'
 
@@ -47,7 +50,7 @@ async def connected(url: str, **options: Any) -> AsyncIterator[tuple[Client, Jet
     nc = Client()
     try:
         # nats.connect() would drop the client, and its open socket, when this fails.
-        await nc.connect(url, allow_reconnect=False, connect_timeout=2, error_cb=_quiet, **options)
+        await nc.connect(url, allow_reconnect=False, connect_timeout=10, error_cb=_quiet, **options)
         yield nc, nc.jetstream()
     finally:
         await nc.close()
@@ -248,7 +251,7 @@ async def test_local_cluster_elects_a_leader_and_replicates() -> None:
         leader = cluster.wait_for_meta_leader()
         assert leader in names
         async with connected(cluster.urls.split(",")[0]) as (_, js):
-            info = await js.add_stream(name="R3", subjects=["r3.>"], num_replicas=3)
+            info = await ensure_stream(js, "R3", ["r3.>"], num_replicas=3)
             assert info.cluster is not None
             assert len(info.cluster.replicas or []) == 2
             await js.publish("r3.x", b"replicated")
@@ -262,6 +265,38 @@ async def test_local_cluster_elects_a_leader_and_replicates() -> None:
         async with connected(cluster.nodes[spare].url) as (_, js):
             assert (await js.stream_info("R3")).state.messages == 1
     assert not any(node.running for node in cluster.nodes)
+
+
+@pytest.mark.slow
+async def test_a_fresh_cluster_takes_an_r3_stream_at_once_every_time(tmp_path: Path) -> None:
+    # Each round: start, then create at once. Ready means JetStream answers, not only healthz.
+    for i in range(20):
+        cluster = LocalCluster(3, name=f"fresh{i}", store_root=tmp_path / str(i))
+        async with cluster, connected(cluster.nodes[i % 3].url) as (_, js):
+            info = await ensure_stream(js, "FRESH", ["fresh"], num_replicas=3)
+            assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+
+
+@pytest.mark.slow
+async def test_without_quorum_no_leader_is_named_and_a_waiting_create_succeeds() -> None:
+    async with LocalCluster(2, name="quorum", token=TOKEN) as cluster:
+        assert [_api_answers(node) for node in cluster.nodes] == [True, True], "probed with token"
+        # Kill the leader: a leader that lost its quorum still answers reads for a while.
+        leader = [n.options.server_name for n in cluster.nodes].index(
+            await cluster.await_meta_leader()
+        )
+        async with connected(cluster.nodes[1 - leader].url, token=TOKEN) as (nc, js):
+            await asyncio.to_thread(cluster.kill_node, leader)  # one of two: no majority
+            with pytest.raises(NoLeaderError, match="no JetStream leader yet") as raised:
+                await ensure_stream(js, "LONELY", ["lonely"], timeout=2)
+            assert "creating stream 'LONELY'" in str(raised.value)
+            with pytest.raises(NoLeaderError, match="finding the stream for subject 'lonely'"):
+                await stream_for_subject(nc, "$JS.API", "lonely", timeout=2)
+            # A create waiting for the quorum goes through once it is back.
+            creating = asyncio.ensure_future(ensure_stream(js, "LONELY", ["lonely"]))
+            await asyncio.to_thread(cluster.restart_node, leader)
+            assert (await creating).config.name == "LONELY"
+            assert await stream_for_subject(nc, "$JS.API", "lonely") == "LONELY"
 
 
 def test_cluster_starts_synchronously_on_a_given_store_root(tmp_path: Path) -> None:
@@ -366,7 +401,8 @@ def test_work_dir_of_a_dead_owner_is_swept(tmp_path: Path) -> None:
     with NatsServer():
         pass
     assert not orphan.exists()
+    deadline = time.monotonic() + 30
     with pytest.raises(ProcessLookupError):
-        for _ in range(100):  # SIGKILL is asynchronous; the zombie is reaped by init
+        while time.monotonic() < deadline:  # SIGKILL is asynchronous; init reaps the zombie
             os.kill(server_pid, 0)
             time.sleep(0.05)
