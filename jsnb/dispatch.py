@@ -50,6 +50,39 @@ _UNSETTLED = frozenset({Outcome.NAK, Outcome.SUPERSEDED})
 # Dapr's app response statuses for bulk entries (case-insensitive, as the runtime reads them).
 _SUCCESS, _RETRY, _DROP = "SUCCESS", "RETRY", "DROP"
 _ACKED, _EXPIRED = Settled(Outcome.ACK), Settled(Outcome.EXPIRED)
+_SUPERSEDED = Settled(Outcome.SUPERSEDED, None, "the server redelivered it meanwhile")
+_ALREADY_ENDED = Settled(
+    Outcome.SUPERSEDED, None, "nats-server had already given up on it (reported then)"
+)
+
+
+_STALE_IN_BATCH = RuntimeError("a newer delivery of this message is in the same batch")
+
+
+class _Recent:
+    """A set that forgets its oldest members past *size*: bounded per-sequence memory."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._items: dict[int, None] = {}
+        self._size = size
+
+    def add(self, item: int) -> None:
+        self._items[item] = None
+        if len(self._items) > self._size:
+            del self._items[next(iter(self._items))]
+
+    def discard(self, item: int) -> bool:
+        """Remove *item*; True if it was there."""
+        return self._items.pop(item, 0) is None
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __contains__(self, item: int) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def _delivery(reply: str) -> Delivery | None:
@@ -122,7 +155,16 @@ class Dispatcher:
         self.acked = 0
         self.failed = 0
         self.stopping = False
-        self._exhausted: set[int] = set()
+        # Per message with an attempt running here: how many run, the newest delivery
+        # count seen, and the server's max-deliveries word if it came meanwhile.
+        self._running: dict[int, int] = {}
+        self._newest: dict[int, int] = {}
+        self._gave_up: dict[int, int] = {}
+        # Recent messages this subscription ended as exhausted (the server's advisory
+        # will follow) and those the server's advisory ended (copies may still queue).
+        self._reported = _Recent()
+        self._abandoned = _Recent()
+        self.watching_advisories = False
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -163,6 +205,9 @@ class Dispatcher:
             self.last_stream_seq = seq
         if self.unsettled is not None:
             self.unsettled.add(seq)
+        self._running[seq] = self._running.get(seq, 0) + 1
+        if delivery.num_delivered > self._newest.get(seq, 0):
+            self._newest[seq] = delivery.num_delivered
         self.policy.arrived(delivery)
         self.delivered += 1
         metadata: dict[str, str] = {}
@@ -214,6 +259,20 @@ class Dispatcher:
         _, error = await self._invoke(message, threaded=threaded)
         await self._settle(msg, message, error, time.perf_counter() - start, received)
 
+    def _finish(self, d: Delivery) -> tuple[bool, bool]:
+        """This attempt is over: (was a newer delivery seen meanwhile, had the server given up)."""
+        seq = d.stream_seq
+        stale = self._newest.get(seq, 0) > d.num_delivered
+        gave_up = seq in self._gave_up
+        left = self._running.get(seq, 1) - 1
+        if left > 0:
+            self._running[seq] = left
+        else:
+            self._running.pop(seq, None)
+            self._newest.pop(seq, None)
+            self._gave_up.pop(seq, None)
+        return stale, gave_up
+
     async def _settle(
         self,
         msg: Msg,
@@ -228,6 +287,7 @@ class Dispatcher:
         """Let the ack policy settle one delivery, then count and report what it returned."""
         d = message.delivery
         policy = self.policy
+        stale, gave_up = self._finish(d)
         try:
             if error is None:
                 await policy.success(msg, d)
@@ -235,49 +295,77 @@ class Dispatcher:
                 self.acked += 1
             else:
                 self.failed += 1
-                if drop:
-                    settled = await policy.drop(msg, d, error)
+                if stale:  # the newer delivery settles the message; a NAK would be a lie
+                    settled = _SUPERSEDED
+                elif d.stream_seq in self._abandoned:
+                    settled = _ALREADY_ENDED
+                elif drop:
+                    settled = await policy.drop(msg, d, error, last=gave_up)
                 else:
-                    settled = await policy.failure(msg, d, error)
+                    settled = await policy.failure(msg, d, error, last=gave_up)
         except nats.errors.Error as exc:
             # The connection went away: the server redelivers after the ack deadline.
             log.warning("jsnb: could not settle %s seq %d: %s", msg.subject, d.stream_seq, exc)
             return
-        if self.unsettled is not None and settled.outcome not in _UNSETTLED:
+        outcome = settled.outcome
+        if self.unsettled is not None and outcome not in _UNSETTLED:
             self.unsettled.discard(d.stream_seq)
-        if settled.outcome is Outcome.EXHAUSTED and self.policy.rule.max_deliver > 0:
-            self._exhausted.add(d.stream_seq)  # the server's advisory for it will follow
+        if outcome is Outcome.EXHAUSTED and self.watching_advisories and not gave_up:
+            self._reported.add(d.stream_seq)  # the server's advisory for it will follow
         if self._own_listeners or self._host_listeners:
             self._report(msg, message, settled, duration, error, received)
 
-    def server_gave_up(self, seq: int, deliveries: int) -> None:
+    async def server_gave_up(self, seq: int, deliveries: int) -> None:
         """nats-server's max-deliveries advisory for *seq*: it will not deliver it again.
 
         The server counts deliveries that waited in this client (behind a slow
         handler, or dropped while stopping) too, so a message can run out of
-        deliveries before any handler settled it. Reported as ``exhausted``
-        unless this subscription already reported that itself.
+        deliveries before any handler settled it. If an attempt still runs here,
+        its failure becomes final; if none does, the message is dead-lettered
+        from the stream (or reported ``exhausted``) now. Nothing is reported twice.
         """
-        if seq in self._exhausted:
-            self._exhausted.discard(seq)
+        if self._reported.discard(seq):
+            return  # this subscription reported it already
+        if seq in self._running:
+            self._gave_up[seq] = deliveries
+            return
+        if seq in self._abandoned:
+            return
+        self._abandoned.add(seq)
+        try:
+            settled = await self.policy.abandoned(seq, deliveries)
+        except nats.errors.Error as exc:
+            log.warning(
+                "jsnb: %s seq %d: could not settle after the advisory: %s", self.topic, seq, exc
+            )
             return
         if self.unsettled is not None:
             self.unsettled.discard(seq)
-        self.policy.given_up(seq)
         log.error(
             "jsnb: %s seq %d: nats-server stopped redelivering it after %d deliveries "
-            "(maxDeliver) before a handler settled it; it stays in the stream",
+            "(maxDeliver) before a handler settled it: %s",
             self.topic,
             seq,
             deliveries,
+            "dead-lettered from the stream"
+            if settled.outcome is Outcome.DEAD_LETTER
+            else "it stays in the stream",
         )
         if self._own_listeners or self._host_listeners:
-            note = f"nats-server gave up after {deliveries} deliveries (max-deliveries advisory)"
+            now = time.time()
             event = DeliveryEvent(
-                time.time(), self.topic, self.topic, seq, 0, deliveries, Outcome.EXHAUSTED,
-                None, 0.0, note, b"", self.consumer, time.time(),
+                now, self.topic, self.topic, seq, 0, deliveries, settled.outcome,
+                None, 0.0, settled.note, b"", self.consumer, now,
             )  # fmt: skip
             self._emit(event)
+
+    def reset(self) -> None:
+        """The consumer was recreated: its delivery counts start again."""
+        self._newest.clear()
+        self._gave_up.clear()
+        self._reported.clear()
+        self._abandoned.clear()
+        self.policy.reset()
 
     def _report(
         self,
@@ -431,6 +519,20 @@ class BulkDispatcher(Dispatcher):
                 items.append((msg, message))
         if not items:
             return
+        # A batch may hold several deliveries of one message (redelivered while it
+        # waited): the handler sees the newest; the older ones are superseded by it.
+        newest: dict[int, tuple[Msg, Message]] = {}
+        for item in items:
+            d = item[1].delivery
+            kept = newest.get(d.stream_seq)
+            if kept is None or d.num_delivered > kept[1].delivery.num_delivered:
+                newest[d.stream_seq] = item
+        if len(newest) < len(items):
+            chosen = {id(item) for item in newest.values()}
+            for item in items:
+                if id(item) not in chosen:
+                    await self._settle(*item, _STALE_IN_BATCH, 0.0, received)
+            items = [item for item in items if id(item) in chosen]
         start = time.perf_counter()
         statuses, error = await self._invoke([m for _, m in items])
         duration = time.perf_counter() - start

@@ -1,6 +1,6 @@
 """How a delivery is settled: one ack policy object per ``ackPolicy``.
 
->>> # policy = ack_policy(AckPolicy.EXPLICIT, rule, dead_letter=None, concurrent=False)
+>>> # policy = ack_policy(AckPolicy.EXPLICIT, rule, dead_letter=None)
 >>> # outcome = await policy.success(msg, delivery)
 
 Each policy decides what to send the server for a success, a failure or a
@@ -18,7 +18,6 @@ is acknowledged before its handler succeeded.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import NamedTuple
 
@@ -73,79 +72,88 @@ class DeadLetter:
     """
 
     def __init__(
-        self, js: JetStreamContext, topic: str, origin: str, consumer: str, timeout: float
+        self,
+        js: JetStreamContext,
+        topic: str,
+        stream: str,
+        origin: str,
+        consumer: str,
+        timeout: float,
     ) -> None:
         self.topic = topic
         self._js = js
+        self._stream = stream
         self._origin = origin  # "<stream>-<created>"
         self._consumer = consumer
         self._timeout = timeout
 
-    async def publish(self, msg: Msg, d: Delivery, error: BaseException) -> None:
+    async def publish(self, subject: str, data: bytes, seq: int, count: int, why: str) -> None:
         values = (
-            msg.subject,
-            d.stream,
-            str(d.stream_seq),
-            str(d.num_delivered),
-            _error_text(error)[:1024].replace("\r", " ").replace("\n", " "),
+            subject,
+            self._stream,
+            str(seq),
+            str(count),
+            why[:1024].replace("\r", " ").replace("\n", " "),
         )
         headers = dict(zip(DLQ_HEADERS, values, strict=True))
-        headers["Nats-Msg-Id"] = f"dlq-{self._origin}-{self._consumer}-{d.stream_seq}"
-        await self._js.publish(self.topic, msg.data, headers=headers, timeout=self._timeout)
+        headers["Nats-Msg-Id"] = f"dlq-{self._origin}-{self._consumer}-{seq}"
+        await self._js.publish(self.topic, data, headers=headers, timeout=self._timeout)
+
+    async def publish_stored(self, seq: int, count: int, why: str) -> None:
+        """Copy stream message *seq*, read from the stream (the server gave up on it)."""
+        stored = await self._js.get_msg(self._stream, seq)
+        await self.publish(stored.subject or "", stored.data or b"", seq, count, why)
 
 
 class _Policy:
-    """What every ack policy shares: the retry rule, the dead-letter step, stale attempts.
+    """What every ack policy shares: the retry rule and the dead-letter step.
 
-    In parallel mode a redelivery can start while an older attempt of the same
-    message still runs; the older attempt's failure is then *superseded* (the
-    newer attempt settles the message) rather than NAKed a second time.
+    Whether an attempt is stale (the server redelivered it meanwhile) is the
+    dispatcher's to know; a policy is told ``last=True`` when the server will
+    not deliver the message again whatever its own count says.
     """
 
     terminates = True  # False where the server tracks nothing to terminate
 
-    def __init__(
-        self, rule: RetryRule, dead_letter: DeadLetter | None, *, concurrent: bool
-    ) -> None:
+    def __init__(self, rule: RetryRule, dead_letter: DeadLetter | None) -> None:
         self.rule = rule
         self.dead_letter = dead_letter
-        self._latest: dict[int, int] | None = {} if concurrent else None
 
     def arrived(self, d: Delivery) -> None:
         """A delivery reached the subscription (before its handler runs)."""
-        if self._latest is not None and d.num_delivered > self._latest.get(d.stream_seq, 0):
-            self._latest[d.stream_seq] = d.num_delivered
 
-    def _superseded(self, d: Delivery) -> bool:
-        return self._latest is not None and self._latest.get(d.stream_seq, 0) > d.num_delivered
-
-    def _finished(self, d: Delivery) -> None:
-        if self._latest is not None and self._latest.get(d.stream_seq) == d.num_delivered:
-            del self._latest[d.stream_seq]
-
-    def given_up(self, seq: int) -> None:
-        """The server will not deliver *seq* again (its max-deliveries advisory)."""
-        if self._latest is not None:
-            self._latest.pop(seq, None)
+    def reset(self) -> None:
+        """The consumer was recreated: what was held for the old one is void."""
 
     async def success(self, msg: Msg, d: Delivery) -> None:
         """The handler succeeded (or the event expired): acknowledge as the policy says."""
         raise NotImplementedError
 
-    async def failure(self, msg: Msg, d: Delivery, error: BaseException) -> Settled:
+    async def failure(
+        self, msg: Msg, d: Delivery, error: BaseException, *, last: bool = False
+    ) -> Settled:
         """The handler failed: redeliver if the server will, else end it loudly."""
-        if self._superseded(d):
-            return Settled(Outcome.SUPERSEDED)
-        if not self.terminates or self.rule.is_last(d.num_delivered):
+        if last or not self.terminates or self.rule.is_last(d.num_delivered):
             return await self._end(msg, d, error, last=True)
         return await self._nak(msg, d)
 
-    async def drop(self, msg: Msg, d: Delivery, error: BaseException) -> Settled:
+    async def drop(
+        self, msg: Msg, d: Delivery, error: BaseException, *, last: bool = False
+    ) -> Settled:
         """The handler asked for no retry (Dapr's DROP): dead-letter it, or terminate it."""
-        if self._superseded(d):
-            return Settled(Outcome.SUPERSEDED)
-        last = not self.terminates or self.rule.is_last(d.num_delivered)
+        last = last or not self.terminates or self.rule.is_last(d.num_delivered)
         return await self._end(msg, d, error, last=last, drop=True)
+
+    async def abandoned(self, seq: int, deliveries: int) -> Settled:
+        """The server gave up on *seq* (max deliveries) before any handler settled it."""
+        why = f"nats-server gave up after {deliveries} deliveries (maxDeliver)"
+        if self.dead_letter is None:
+            return Settled(Outcome.EXHAUSTED, None, why)
+        try:
+            await self.dead_letter.publish_stored(seq, deliveries, why)
+        except Exception as exc:
+            return Settled(Outcome.EXHAUSTED, None, f"{why}; dead-letter copy failed: {exc}")
+        return Settled(Outcome.DEAD_LETTER, None, why)
 
     async def _nak(self, msg: Msg, d: Delivery, note: str | None = None) -> Settled:
         n = d.num_delivered
@@ -157,12 +165,14 @@ class _Policy:
     ) -> Settled:
         """No (more) redeliveries: copy to the dead-letter topic, terminate, or report."""
         if self.dead_letter is not None:
+            why = _error_text(error)
             try:
-                await self.dead_letter.publish(msg, d, error)
-            except Exception as exc:
-                note = (
-                    f"dead-letter publish to {self.dead_letter.topic!r} failed: {_error_text(exc)}"
+                await self.dead_letter.publish(
+                    msg.subject, msg.data, d.stream_seq, d.num_delivered, why
                 )
+            except Exception as exc:
+                target = self.dead_letter.topic
+                note = f"dead-letter publish to {target!r} failed: {_error_text(exc)}"
                 if not last:
                     log.warning("jsnb: %s seq %d: %s; NAKed", msg.subject, d.stream_seq, note)
                     return await self._nak(msg, d, note)
@@ -175,12 +185,11 @@ class _Policy:
                     note,
                     d.stream,
                 )
-                self._finished(d)
                 return Settled(Outcome.EXHAUSTED, None, note)
-            await self._terminate(msg, d)
+            await self._terminate(msg)
             return Settled(Outcome.DEAD_LETTER)
         if drop:
-            await self._terminate(msg, d)
+            await self._terminate(msg)
             return Settled(Outcome.TERM)
         log.warning(
             "jsnb: %s seq %d failed its last allowed delivery (%d); it stays in stream %s "
@@ -190,13 +199,11 @@ class _Policy:
             d.num_delivered,
             d.stream,
         )
-        self._finished(d)
         return Settled(Outcome.EXHAUSTED)
 
-    async def _terminate(self, msg: Msg, d: Delivery) -> None:
+    async def _terminate(self, msg: Msg) -> None:
         if self.terminates:
             await msg.term()
-        self._finished(d)
 
 
 class ExplicitAcks(_Policy):
@@ -204,8 +211,6 @@ class ExplicitAcks(_Policy):
 
     async def success(self, msg: Msg, d: Delivery) -> None:
         await msg.ack()
-        if self._latest is not None:
-            self._finished(d)
 
 
 class NoAcks(_Policy):
@@ -226,20 +231,18 @@ class CumulativeAcks(_Policy):
     A success is only sent once every lower sequence delivered to us is settled,
     so an ack never covers an unfinished message. Sequences another subscriber
     of the same durable left unacknowledged (a restart) are a *barrier*: nothing
-    is acked until as many of them as the server reported were redelivered to
-    us and settled. Queue groups are refused with this policy (metadata).
+    is acked until as many distinct ones as the server reported were redelivered
+    to us and settled, or the server gave up on them. Queue groups are refused
+    with this policy (metadata).
     """
 
-    def __init__(
-        self, rule: RetryRule, dead_letter: DeadLetter | None, *, concurrent: bool
-    ) -> None:
-        super().__init__(rule, dead_letter, concurrent=True)  # redeliveries may overtake
+    def __init__(self, rule: RetryRule, dead_letter: DeadLetter | None) -> None:
+        super().__init__(rule, dead_letter)
         self._unresolved: set[int] = set()
         self._done: dict[int, Msg] = {}
         self._barrier_seq = 0
         self._barrier_left = 0
-        self._barrier_seen: set[int] = set()
-        self._acks: set[asyncio.Future[None]] = set()
+        self._barrier_counted: set[int] = set()
 
     def hold_for_previous(self, delivered_seq: int, pending: int) -> None:
         """At bind: *pending* sequences at or below *delivered_seq* belong to no one yet."""
@@ -251,17 +254,19 @@ class CumulativeAcks(_Policy):
         return len(self._done)
 
     def arrived(self, d: Delivery) -> None:
-        super().arrived(d)
         self._unresolved.add(d.stream_seq)
-        if self._barrier_left and d.stream_seq <= self._barrier_seq:
-            self._barrier_seen.add(d.stream_seq)
+
+    def reset(self) -> None:
+        self._done.clear()
 
     def _resolved(self, seq: int) -> Msg | None:
         """*seq* needs nothing more; the message whose ack is now safe to send, if any."""
         self._unresolved.discard(seq)
-        if seq in self._barrier_seen:
-            self._barrier_seen.discard(seq)
+        if self._barrier_left and seq <= self._barrier_seq and seq not in self._barrier_counted:
+            self._barrier_counted.add(seq)  # once per sequence, however often redelivered
             self._barrier_left -= 1
+            if not self._barrier_left:
+                self._barrier_counted.clear()
         if self._barrier_left > 0 or not self._done:
             return None
         floor = min(self._unresolved, default=None)
@@ -274,35 +279,18 @@ class CumulativeAcks(_Policy):
             del self._done[s]
         return chosen
 
-    def given_up(self, seq: int) -> None:
-        super().given_up(seq)
-        if seq in self._unresolved or seq in self._barrier_seen:
-            ready = self._resolved(seq)
-            if ready is not None:
-                self._release(ready)
-        elif self._barrier_left and seq <= self._barrier_seq:
-            self._barrier_left -= 1  # a previous subscriber's message the server gave up on
-            ready = self._resolved(seq)
-            if ready is not None:
-                self._release(ready)
-
-    def _release(self, msg: Msg) -> None:
-        """Send a cumulative ack from a sync callback (the advisory handler)."""
-        task = asyncio.ensure_future(msg.ack())
-        self._acks.add(task)
-        task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Future[None]) -> None:
-        self._acks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("jsnb: cumulative ack failed: %s", task.exception())
-
     async def success(self, msg: Msg, d: Delivery) -> None:
-        self._finished(d)
         self._done[d.stream_seq] = msg
         ready = self._resolved(d.stream_seq)
         if ready is not None:
             await ready.ack()
+
+    async def abandoned(self, seq: int, deliveries: int) -> Settled:
+        settled = await super().abandoned(seq, deliveries)
+        ready = self._resolved(seq)
+        if ready is not None:
+            await ready.ack()
+        return settled
 
     async def _end(
         self, msg: Msg, d: Delivery, error: BaseException, *, last: bool, drop: bool = False
@@ -315,13 +303,11 @@ class CumulativeAcks(_Policy):
         return settled
 
 
-def ack_policy(
-    policy: AckPolicy, rule: RetryRule, dead_letter: DeadLetter | None, *, concurrent: bool
-) -> _Policy:
+def ack_policy(policy: AckPolicy, rule: RetryRule, dead_letter: DeadLetter | None) -> _Policy:
     """The settlement object for *policy*."""
     kinds: dict[AckPolicy, type[_Policy]] = {
         AckPolicy.EXPLICIT: ExplicitAcks,
         AckPolicy.ALL: CumulativeAcks,
         AckPolicy.NONE: NoAcks,
     }
-    return kinds[policy](rule, dead_letter, concurrent=concurrent)
+    return kinds[policy](rule, dead_letter)

@@ -135,7 +135,12 @@ class Subscription:
         dead_letter = None
         if self.dead_letter_topic is not None:
             dead_letter = DeadLetter(
-                self._js, self.dead_letter_topic, origin, info.name, self._owner.publish_timeout
+                self._js,
+                self.dead_letter_topic,
+                self.stream,
+                origin,
+                info.name,
+                self._owner.publish_timeout,
             )
             if self.rule.max_deliver <= 0 and md.ack_policy is not AckPolicy.NONE:
                 _warn(
@@ -144,8 +149,7 @@ class Subscription:
                     "a message after that many failed attempts",
                     UserWarning,
                 )
-        parallel = md.concurrency_mode is ConcurrencyMode.PARALLEL
-        policy = ack_policy(md.ack_policy, self.rule, dead_letter, concurrent=parallel)
+        policy = ack_policy(md.ack_policy, self.rule, dead_letter)
         if isinstance(policy, CumulativeAcks) and info.num_ack_pending:
             # A previous subscriber of this durable left these unacknowledged: our
             # cumulative acks must not cover them before they come back to us.
@@ -168,7 +172,13 @@ class Subscription:
         if self.rule.max_deliver <= 0 or self.md.ack_policy is AckPolicy.NONE:
             return
         subject = f"{MAX_DELIVERIES_ADVISORY}.{self.stream}.{self.consumer}"
-        self._advisories = await self._nc.subscribe(subject, cb=self._on_max_deliveries)
+        # Queue group members share the advisory, as they share the messages: one acts.
+        group = self.md.queue_group_name
+        self._advisories = await self._nc.subscribe(
+            subject, queue=group, cb=self._on_max_deliveries
+        )
+        if self._dispatcher is not None:
+            self._dispatcher.watching_advisories = True
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         try:
@@ -178,7 +188,7 @@ class Subscription:
             log.warning("jsnb: unreadable max-deliveries advisory on %s", msg.subject)
             return
         if self._dispatcher is not None:  # while stopping too: handlers may still run
-            self._dispatcher.server_gave_up(seq, deliveries)
+            await self._dispatcher.server_gave_up(seq, deliveries)
 
     def _make_dispatcher(self, policy: Any, cfg: api.ConsumerConfig) -> Dispatcher:
         args = (self.topic, self._handler, policy)
@@ -217,13 +227,21 @@ class Subscription:
                 "its subjects or fix streamName"
             )
         retention = getattr(info.config.retention, "value", info.config.retention)
-        if retention == "interest" and md.ack_policy is not AckPolicy.EXPLICIT:
-            # The server deletes what every consumer acked: a failure covered by a
+        if retention in ("interest", "workqueue") and md.ack_policy is not AckPolicy.EXPLICIT:
+            # The server deletes what the consumers acked: a failure covered by a
             # cumulative ack, or never acked under none, would be gone.
             raise MetadataError(
-                f"jsnb: ackPolicy {md.ack_policy.value!r} on stream {self.stream!r} (interest "
+                f"jsnb: ackPolicy {md.ack_policy.value!r} on stream {self.stream!r} ({retention} "
                 "retention) would delete failed messages; use ackPolicy 'explicit'",
                 key="ackPolicy",
+            )
+        if retention == "interest" and not md.durable_name:
+            # Deleting the ephemeral consumer on close removes the last interest in
+            # the messages it NAKed, and the server deletes them.
+            raise MetadataError(
+                f"jsnb: stream {self.stream!r} has interest retention, so closing an ephemeral "
+                "consumer would delete the messages it has not settled; set durableName",
+                key="durableName",
             )
         created = info.created.timestamp() if getattr(info, "created", None) else 0
         return f"{self.stream}-{int(created * 1e6)}" if created else self.stream
@@ -244,12 +262,22 @@ class Subscription:
                 key="deadLetterTopic",
             )
         try:
-            await stream_for_subject(self._nc, self._owner.api_prefix, topic)
+            stream = await stream_for_subject(self._nc, self._owner.api_prefix, topic)
         except StreamNotFoundError as exc:
             raise StreamNotFoundError(
                 f"jsnb: deadLetterTopic {topic!r} has no stream to store dead letters in. "
                 f"{exc}".replace("jsnb: no JetStream", "No JetStream")
             ) from None
+        info = await self._js.stream_info(stream)
+        retention = getattr(info.config.retention, "value", info.config.retention)
+        if retention == "interest":
+            # A copy nobody is interested in yet is deleted as soon as it is stored.
+            raise MetadataError(
+                f"jsnb: deadLetterTopic {topic!r} is stored in stream {stream!r}, which has "
+                "interest retention: a dead letter would be deleted at once. Use a stream with "
+                "limits or workqueue retention",
+                key="deadLetterTopic",
+            )
 
     async def _reuse(self, info: api.ConsumerInfo) -> api.ConsumerInfo:
         """Join, retune or refuse an existing durable consumer."""
@@ -349,6 +377,7 @@ class Subscription:
             cfg.opt_start_time = None
         info = await self._js.add_consumer(self.stream, cfg)
         self.consumer = d.consumer = info.name
+        d.reset()  # a new consumer counts deliveries from 1 again
         await self._watch_max_deliveries()
         log.warning("jsnb: consumer for %s was gone after a reconnect; recreated", self.topic)
 
@@ -364,6 +393,14 @@ class Subscription:
         self._owner._forget(self)
         d = self._dispatcher
         if d is not None:
+            if not d.policy.terminates and self._psub is not None:
+                # ackPolicy none: the server counts a delivery as done, so what it has
+                # delivered is handled, not dropped (drain runs the queued callbacks).
+                try:
+                    await asyncio.wait_for(self._psub.drain(), timeout)
+                except Exception as exc:
+                    log.warning("jsnb: draining %s: %s", self.topic, exc)
+                self._psub = None
             d.stopping = True
             if not await d.wait_idle(timeout):
                 log.warning(

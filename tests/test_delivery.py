@@ -352,3 +352,117 @@ async def test_subscribe_metadata_values_as_dapr_writes_them(ps: JetStreamPubSub
     assert got[0].data == b"raw" and got[0].cloud_event is None
     with pytest.raises(MetadataError, match="subscribe metadata 'deadLetterTopic' is a NoneType"):
         await ps.subscribe("orders.x", print, metadata={"deadLetterTopic": None})
+
+
+# -- found by review: restarts, advisories, retention ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retention", "props", "key"),
+    [
+        pytest.param("workqueue", {"ackPolicy": "all"}, "ackPolicy", id="workqueue-all"),
+        pytest.param("workqueue", {"ackPolicy": "none"}, "ackPolicy", id="workqueue-none"),
+        pytest.param("interest", {}, "durableName", id="interest-ephemeral"),
+    ],
+)
+async def test_retention_that_would_delete_unsettled_messages_is_refused(
+    nats_server: NatsServer, retention: str, props: dict[str, Any], key: str
+) -> None:
+    async with await make(nats_server, **props) as ps:
+        await jsnb.ensure_stream(ps, "R", ["r"], retention=retention)
+        with pytest.raises(MetadataError) as info:
+            await ps.subscribe("r", print)
+        assert info.value.key == key and f"{retention} retention" in str(info.value)
+
+
+async def test_dead_letter_stream_with_interest_retention_is_refused(
+    ps: JetStreamPubSub,
+) -> None:
+    await jsnb.ensure_stream(ps, "DLQI", ["dlqi"], retention="interest")
+    with pytest.raises(MetadataError, match="interest retention: a dead letter would be deleted"):
+        await ps.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlqi"})
+
+
+async def test_late_failure_of_an_old_attempt_is_superseded_not_nak(
+    ps: JetStreamPubSub, nats_server: NatsServer
+) -> None:
+    """Delivery 1 fails after delivery 2 already ended the message: no NAK may follow."""
+    props = {"concurrencyMode": "parallel", "maxDeliver": 2, "ackWait": "500ms"}
+    async with await make(nats_server, **props) as consumer:
+        events: list[jsnb.DeliveryEvent] = []
+        consumer.add_listener(events.append)
+
+        async def handler(msg: Message) -> None:
+            if msg.delivery.num_delivered == 1:
+                await asyncio.sleep(1.0)
+            raise RuntimeError("no")
+
+        await consumer.subscribe("orders", handler)
+        await ps.publish("orders", "x")
+        await eventually(lambda: len(events) >= 2)
+    assert [(e.num_delivered, e.outcome) for e in events] == [
+        (2, Outcome.EXHAUSTED),
+        (1, Outcome.SUPERSEDED),
+    ]
+
+
+async def test_server_giving_up_on_a_queued_message_is_reported_once(
+    ps: JetStreamPubSub, nats_server: NatsServer
+) -> None:
+    """maxDeliver 1: the second message waits behind a slow handler past its deadline."""
+    async with await make(nats_server, maxDeliver=1, ackWait="500ms") as consumer:
+        events: list[jsnb.DeliveryEvent] = []
+        consumer.add_listener(events.append)
+
+        async def handler(msg: Message) -> None:
+            if msg.data == b"slow":
+                await asyncio.sleep(1.5)
+                raise RuntimeError("slow and failing")
+
+        await consumer.subscribe("orders", handler, metadata={"rawPayload": "true"})
+        await ps.publish("orders", b"slow", metadata={"rawPayload": "true"})
+        await ps.publish("orders", b"fast", metadata={"rawPayload": "true"})
+        await eventually(lambda: len(events) >= 3)
+    by_seq: dict[int, list[Outcome]] = {}
+    for e in events:
+        by_seq.setdefault(e.stream_seq, []).append(e.outcome)
+    # The slow one: its own last failure, once (the advisory that follows is not repeated).
+    assert by_seq[1] == [Outcome.EXHAUSTED]
+    # The fast one: the server gave up while it queued, then its handler ran and succeeded.
+    assert by_seq[2] == [Outcome.EXHAUSTED, Outcome.ACK]
+
+
+async def test_restart_barrier_counts_each_previous_message_once(
+    ps: JetStreamPubSub, nats_server: NatsServer
+) -> None:
+    """A redelivered twice must not lift the barrier while B is still due back."""
+    props = {
+        "durableName": "barrier",
+        "ackPolicy": "all",
+        "concurrencyMode": "parallel",
+        "maxDeliver": 6,
+        "backOff": "2s, 150ms",
+    }
+    handled: list[tuple[bytes, int]] = []
+
+    async def first_life(msg: Message) -> None:
+        if msg.data == b"A":
+            await asyncio.sleep(30)  # still running when the subscriber stops
+        raise RuntimeError("B fails in the first subscriber")
+
+    async def second_life(msg: Message) -> None:
+        handled.append((msg.data, msg.delivery.num_delivered))
+
+    raw = {"rawPayload": "true"}
+    old = await make(nats_server, **props)
+    await old.subscribe("orders", first_life, metadata=raw)
+    await ps.publish("orders", b"A", metadata=raw)
+    await asyncio.sleep(1.0)  # the scenario's shape: B is due back 1 s after A
+    await ps.publish("orders", b"B", metadata=raw)
+    await eventually(lambda: old.subscriptions[0].failed >= 1)  # B NAKed, due back in 2 s
+    await old.close(timeout=0.1)
+    async with await make(nats_server, **props) as new:
+        await new.subscribe("orders", second_life, metadata=raw)
+        await eventually(lambda: sum(d == b"A" for d, _ in handled) >= 2)  # A came back twice
+        await ps.publish("orders", b"C", metadata=raw)
+        await eventually(lambda: {d for d, _ in handled} == {b"A", b"B", b"C"}, timeout=30)
