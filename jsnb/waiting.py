@@ -36,8 +36,10 @@ async def until(
     """Poll *condition* until it returns something truthy, and return that value.
 
     *condition* may be a coroutine function, so a check can ask the server
-    (``lambda: sub.state()``). The default *timeout* is generous because a met
-    condition returns at once, while a busy machine can be slow.
+    (``lambda: sub.state()``). Its value is tested with ``bool()``, so return a
+    flag, a record or ``None``, not a DataFrame (whose truth is ambiguous).
+    The default *timeout* is generous because a met condition returns at
+    once, while a busy machine can be slow.
 
     Raises:
         TimeoutError: after *timeout* seconds, naming *what* and the last value,
@@ -51,7 +53,5 @@ async def until(
         if value:
             return cast(T, value)
         if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"jsnb: {what} not met within {timeout:g}s (last value: {value!r})"
-            )
+            raise TimeoutError(f"jsnb: {what} not met within {timeout:g}s (last value: {value!r})")
         await asyncio.sleep(interval)
