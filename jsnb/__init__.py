@@ -36,6 +36,7 @@ from jsnb.metadata import AckPolicy, ConcurrencyMode, DeliverPolicy, Metadata
 from jsnb.pubsub import JetStreamPubSub
 from jsnb.streams import ensure_stream
 from jsnb.subscription import Subscription
+from jsnb.waiting import until
 
 try:
     __version__ = version("jsnb")
@@ -70,4 +71,5 @@ __all__ = [
     "Subscription",
     "__version__",
     "ensure_stream",
+    "until",
 ]

@@ -133,9 +133,11 @@ class LabResult:
 def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
     """Rows of the attempts table, ordered by message then attempt.
 
-    Each row reads as one comparison: what this delivery asked for (its NAK
-    delay), and the gap *to the next delivery* of the same message, observed
-    and predicted by the consumer's :class:`~jsnb.retry.RetryRule`. After a
+    Each row reads as one comparison: what this delivery aimed for (its NAK
+    delay) and the delay actually sent with the NAK (``nak_sent_s``: backOff[0]
+    on a consumer with backOff, see :meth:`~jsnb.retry.RetryRule.nak_request`),
+    and the gap *to the next delivery* of the same message, observed and
+    predicted by the consumer's :class:`~jsnb.retry.RetryRule`. After a
     NAK the gap runs from the NAK; after no answer, from when the delivery
     arrived (the server redelivers when its ack deadline runs out).
     """
@@ -165,6 +167,9 @@ def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
                     "settled_s": ev.time - result.started,
                     "outcome": ev.outcome.value,
                     "nak_delay_s": ev.delay,
+                    "nak_sent_s": (
+                        rule.nak_request(ev.num_delivered) if ev.outcome is Outcome.NAK else None
+                    ),
                     "next_delay_observed_s": observed,
                     "next_delay_predicted_s": predicted,
                     "handler_ms": ev.duration * 1000.0,

@@ -1,12 +1,13 @@
 """A thin sync facade over the async component, for scripts and widget callbacks.
 
->>> from jsnb.sync import SyncPubSub, ensure_stream, wait_until
+>>> import jsnb
+>>> from jsnb.sync import SyncPubSub, ensure_stream, run
 >>> got = []
 >>> with SyncPubSub({"natsURL": "embedded"}) as ps:
 ...     _ = ensure_stream(ps, "ORDERS", ["orders"])
 ...     _ = ps.subscribe("orders", lambda m: got.append(m.json()))
 ...     _ = ps.publish("orders", {"id": 1})
-...     _ = wait_until(lambda: got)
+...     _ = run(jsnb.until(lambda: got))
 >>> got
 [{'id': 1}]
 
@@ -42,7 +43,6 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -63,7 +63,7 @@ from jsnb.metadata import FieldInfo, Metadata
 from jsnb.pubsub import JetStreamPubSub
 from jsnb.subscription import Subscription
 
-__all__ = ["SyncPubSub", "SyncSubscription", "ensure_stream", "run", "spawn", "wait_until"]
+__all__ = ["SyncPubSub", "SyncSubscription", "ensure_stream", "run", "spawn"]
 
 log = logging.getLogger("jsnb")
 
@@ -168,33 +168,6 @@ def _log_failure(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -
     exc = future.exception()
     if exc is not None:
         log.error("jsnb: background task failed: %s", exc, exc_info=exc)
-
-
-def wait_until(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02) -> T:
-    """Poll *check* in the calling thread until it returns something truthy; return that.
-
-    Outside a loop this simply sleeps between polls, as jsnb's loop keeps
-    delivering in its own thread. In a kernel ``time.sleep`` would hold the
-    loop and so stop the very handlers being waited for; there the polls
-    run on the loop. Raises ``TimeoutError`` after *timeout* seconds.
-    """
-    message = f"jsnb: condition not met within {timeout}s"
-    deadline = time.monotonic() + timeout
-
-    async def on_loop() -> T:
-        while not (result := check()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(message)
-            await asyncio.sleep(interval)
-        return result
-
-    if (loop := _running_loop()) is not None:
-        return _run_on(loop, on_loop())
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(message)
-        time.sleep(interval)
-    return result
 
 
 class SyncSubscription:

@@ -31,6 +31,9 @@ async def test_backoff_run_matches_prediction(nats_server: Any) -> None:
     assert sorted(df["next_delay_predicted_s"].dropna().unique()) == [0.1, 1.0]
     naked = df[df["outcome"] == "nak"]
     assert list(naked["nak_delay_s"]) == list(naked["next_delay_predicted_s"])  # one row, one gap
+    # What goes on the wire is backOff[0]: the server adds backOff[n-1] - backOff[0].
+    assert set(naked["nak_sent_s"]) == {0.1}
+    assert df.loc[df["outcome"] != "nak", "nak_sent_s"].isna().all()
     assert_delays_match(result)
 
 

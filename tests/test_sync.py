@@ -18,8 +18,8 @@ import nbformat
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from jsnb import BulkMessageEntry, ComponentClosedError, Feature, Message, Outcome
-from jsnb.sync import SyncPubSub, SyncSubscription, ensure_stream, run, spawn, wait_until
+from jsnb import BulkMessageEntry, ComponentClosedError, Feature, Message, Outcome, until
+from jsnb.sync import SyncPubSub, SyncSubscription, ensure_stream, run, spawn
 from tests.support import eventually
 
 # -- in this process: no running loop, so jsnb's background loop ---------------------
@@ -35,12 +35,6 @@ def test_run_uses_one_long_lived_background_loop() -> None:
         from_thread = pool.submit(run, _where()).result()
     assert first == run(_where()) == from_thread
     assert first[1] == "jsnb-loop"
-
-
-def test_wait_until_returns_the_value_or_times_out() -> None:
-    assert wait_until(lambda: 7) == 7
-    with pytest.raises(TimeoutError, match="condition not met"):
-        wait_until(lambda: 0, timeout=0.05)
 
 
 def test_sync_pubsub_covers_the_async_api(nats_server: Any) -> None:
@@ -68,9 +62,14 @@ def test_sync_pubsub_covers_the_async_api(nats_server: Any) -> None:
         assert (sub.topic, sub.stream, sub.consumer) == ("orders", "ORDERS", "d")
         result = ps.publish("orders", {"id": 1})
         assert (result.stream, result.seq) == ("ORDERS", 1)
-        wait_until(lambda: got)
+        run(until(lambda: got))
         assert got[0].json() == {"id": 1}
-        assert wait_until(lambda: sub.consumer_info().num_ack_pending == 0 and sub.acked == 1)
+
+        async def settled() -> bool:
+            # The async info: a sync call from jsnb's loop thread would run nested there.
+            return (await sub.aio.consumer_info()).num_ack_pending == 0 and sub.acked == 1
+
+        assert run(until(settled))
         assert ps.consumer_info("ORDERS", "d").name == "d"
         assert sub.stream_info().state.messages == 1 == ps.stream_info("ORDERS").state.messages
         assert "<SyncSubscription topic='orders'" in repr(sub)
@@ -81,7 +80,7 @@ def test_sync_pubsub_covers_the_async_api(nats_server: Any) -> None:
         entries = [BulkMessageEntry(str(i), {"n": i}) for i in range(5)]
         ps.bulk_subscribe("bulk", bulk_handler, max_messages=5, max_await_ms=200)
         assert ps.bulk_publish("bulk", entries).ok
-        wait_until(lambda: sum(batches) == 5)
+        run(until(lambda: sum(batches) == 5))
         assert events.count(Outcome.ACK) == 6
 
     assert "<SyncPubSub closed" in repr(ps)
@@ -129,7 +128,8 @@ async def test_spawn_logs_failures_instead_of_losing_them(
 SCRIPT = """
 import threading, time
 from jsnb import ComponentClosedError
-from jsnb.sync import SyncPubSub, ensure_stream, run, wait_until
+from jsnb import until
+from jsnb.sync import SyncPubSub, ensure_stream, run
 
 async def thread_name():
     return threading.current_thread().name
@@ -151,7 +151,7 @@ with SyncPubSub({"natsURL": "embedded"}) as ps:
     worker.start()
     worker.join()
     ps.publish("orders.ping", "a")
-    wait_until(lambda: len(got) == 2 and echoes)
+    run(until(lambda: len(got) == 2 and echoes))
     print("got", got, echoes, sub.consumer_info().num_pending)
     print("loop thread", run(thread_name()), ps.loop.is_running())
 try:
@@ -188,7 +188,8 @@ KERNEL_CELLS = [
     """
     import asyncio, sys
     import ipywidgets
-    from jsnb.sync import SyncPubSub, ensure_stream, spawn, wait_until
+    from jsnb import until
+    from jsnb.sync import SyncPubSub, ensure_stream, run, spawn
     loop = asyncio.get_running_loop()
     print("patched at import:", hasattr(loop, "_nest_patched"))
     """,
@@ -198,7 +199,7 @@ KERNEL_CELLS = [
     ensure_stream(ps, "K", ["k.>"])
     sub = ps.subscribe("k.a", lambda m: got.append(m.text()))
     print("seq", ps.publish("k.a", "sync").seq)
-    wait_until(lambda: got)
+    run(until(lambda: got))
     print(got, "kernel loop:", ps.loop is loop, "patched:", hasattr(loop, "_nest_patched"))
     print("nest_asyncio2:", "nest_asyncio2" in sys.modules)
     """,
@@ -219,7 +220,7 @@ KERNEL_CELLS = [
     print("seq", (await clicks[0]).seq)
     ps.subscribe("k.in", lambda m: ps.publish("k.a", "echo " + m.text()))
     ps.publish("k.in", "x")
-    wait_until(lambda: "echo x" in got)
+    run(until(lambda: "echo x" in got))
     print(got, sub.consumer_info().num_pending)
     ps.close()
     print(ps.aio._state())
@@ -251,12 +252,13 @@ def test_run_all_keeps_cells_queued_behind_a_sync_call(nats_server: Any) -> None
     """Cells sent at once, as Run All does, all run after a blocking sync call."""
     cells = [
         f"""
-from jsnb.sync import SyncPubSub, ensure_stream, wait_until
+from jsnb import until
+from jsnb.sync import SyncPubSub, ensure_stream, run
 import time
 ps = SyncPubSub({{"natsURL": {nats_server.url!r}}}).init()
 ensure_stream(ps, "Q", ["q"])
 start = time.monotonic()
-wait_until(lambda: time.monotonic() - start > 0.3)
+run(until(lambda: time.monotonic() - start > 0.3))
 print("a")""",
         "print('b')",
         "print('c', ps.publish('q', 'x').seq)",
