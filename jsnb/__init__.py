@@ -13,6 +13,7 @@ from jsnb.connection import ConnectError
 from jsnb.consumer import ConsumerConflictError
 from jsnb.errors import (
     ComponentClosedError,
+    ConsumerNotFoundError,
     JsnbError,
     MetadataError,
     NoLeaderError,
@@ -21,6 +22,7 @@ from jsnb.errors import (
     StreamNotFoundError,
     StreamUnavailableError,
 )
+from jsnb.explorer import StoredMessage, acked_by, browse_stream, consumer_report, read_message
 from jsnb.messages import (
     BulkMessageEntry,
     BulkPublishFailure,
@@ -51,6 +53,7 @@ __all__ = [
     "ConcurrencyMode",
     "ConnectError",
     "ConsumerConflictError",
+    "ConsumerNotFoundError",
     "DeliverPolicy",
     "Delivery",
     "DeliveryEvent",
@@ -65,9 +68,14 @@ __all__ = [
     "PayloadTooLargeError",
     "PublishResult",
     "ServerError",
+    "StoredMessage",
     "StreamNotFoundError",
     "StreamUnavailableError",
     "Subscription",
     "__version__",
+    "acked_by",
+    "browse_stream",
+    "consumer_report",
     "ensure_stream",
+    "read_message",
 ]

@@ -1,0 +1,226 @@
+"""The explorer against real servers: consumer report, stream browser, message reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+from nats.js import JetStreamContext, api
+
+import jsnb
+from jsnb import JetStreamPubSub, ensure_stream
+from jsnb.explorer import MAX_PAGE, REPORT_COLUMNS
+from tests.support import eventually
+
+
+@pytest.fixture
+async def ps(nats_server: Any) -> AsyncIterator[JetStreamPubSub]:
+    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
+        await ensure_stream(component, "S", ["s.>"])
+        yield component
+
+
+@pytest.fixture
+async def js(nats_server: Any) -> AsyncIterator[JetStreamContext]:
+    """A raw nats-py client: consumers and messages made by someone other than jsnb."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
+
+
+# -- consumer report ---------------------------------------------------------------------
+
+
+async def test_report_covers_consumers_made_by_anyone(
+    ps: JetStreamPubSub, js: JetStreamContext
+) -> None:
+    await ensure_stream(ps, "T", ["t"])
+    sub = await ps.subscribe("s.a", lambda m: None)
+    await js.add_consumer(
+        "S",
+        api.ConsumerConfig(
+            durable_name="raw-pull", ack_policy=api.AckPolicy.EXPLICIT, backoff=[2.0, 8.0]
+        ),
+    )
+    await js.add_consumer("T", api.ConsumerConfig(durable_name="other", ack_wait=7.0))
+
+    report = await jsnb.consumer_report(ps)
+    assert list(report.columns) == list(REPORT_COLUMNS)
+    rows = report.set_index("consumer")
+    assert set(rows.index) == {sub.consumer, "raw-pull", "other"}
+    assert rows.loc[sub.consumer, "mode"] == "push"
+    pull = rows.loc["raw-pull"]
+    assert (pull["mode"], pull["ack_policy"]) == ("pull", "explicit")
+    # With backOff the server replaces ackWait by backOff[0]: the report says what it uses.
+    assert pull["ack_wait_s"] == 2.0 and pull["backoff_s"] == (2.0, 8.0)
+    assert rows.loc["other", "ack_wait_s"] == 7.0 and rows.loc["other", "stream"] == "T"
+
+    only_t = await jsnb.consumer_report(ps, "T")
+    assert list(only_t["consumer"]) == ["other"]
+
+
+async def test_report_counts_and_the_stall_flag(ps: JetStreamPubSub, js: JetStreamContext) -> None:
+    for i in range(5):
+        await js.publish("s.x", str(i).encode())
+    await js.add_consumer(
+        "S", api.ConsumerConfig(durable_name="slow", max_ack_pending=2, ack_wait=30.0)
+    )
+    puller = await js.pull_subscribe_bind("slow", "S")
+    got = await puller.fetch(2, timeout=5)
+    assert len(got) == 2
+
+    row = (await jsnb.consumer_report(ps, "S")).set_index("consumer").loc["slow"]
+    assert (row["ack_pending"], row["unprocessed"], row["delivered"], row["ack_floor"]) == (
+        2,
+        3,
+        2,
+        0,
+    )
+    assert row["stalled"] and row["max_ack_pending"] == 2
+    assert isinstance(row["last_delivery"], dt.datetime)
+
+    await got[0].ack_sync()
+    row = (await jsnb.consumer_report(ps, "S")).set_index("consumer").loc["slow"]
+    assert not row["stalled"] and row["ack_floor"] == 1
+
+
+async def test_report_of_an_unknown_stream_names_the_known_ones(ps: JetStreamPubSub) -> None:
+    with pytest.raises(jsnb.StreamNotFoundError, match=r"'NOPE' does not exist.*streams: S"):
+        await jsnb.consumer_report(ps, "NOPE")
+
+
+# -- browsing ----------------------------------------------------------------------------
+
+
+async def test_a_page_reads_envelopes_headers_and_payloads(ps: JetStreamPubSub) -> None:
+    await ps.publish("s.orders", {"id": 1}, metadata={"traceparent": "00-abc"})
+    await ps.publish("s.raw", b"plain text", metadata={"rawPayload": "true"})
+    await ps.publish("s.raw", b"\x00\xff\x10", metadata={"rawPayload": "true"})
+
+    page = await jsnb.browse_stream(ps, "S")
+    assert list(page["seq"]) == [1, 2, 3]
+    first = page.iloc[0]
+    assert first["subject"] == "s.orders" and first["ce_type"] == "com.dapr.event.sent"
+    assert first["ce_id"] == first["headers"]["Nats-Msg-Id"]
+    assert first["headers"]["traceparent"] == "00-abc"
+    assert first["preview"] == '{"id":1}'
+    assert list(page["preview"][1:]) == ["plain text", "hex 00 ff 10"]
+    assert page.iloc[1]["ce_id"] == "" and page.iloc[1]["size"] == len(b"plain text")
+    assert isinstance(first["time"], dt.datetime) and first["time"].tzinfo is not None
+    assert page.attrs == {"stream": "S", "first_seq": 1, "last_seq": 3, "next_seq": None}
+
+
+async def test_pages_follow_each_other_and_filter_by_subject(ps: JetStreamPubSub) -> None:
+    for i in range(10):
+        await ps.publish(f"s.{'even' if i % 2 == 0 else 'odd'}", {"i": i})
+
+    page = await jsnb.browse_stream(ps, "S", limit=4)
+    assert list(page["seq"]) == [1, 2, 3, 4] and page.attrs["next_seq"] == 5
+    page = await jsnb.browse_stream(ps, "S", start_seq=page.attrs["next_seq"], limit=4)
+    assert list(page["seq"]) == [5, 6, 7, 8]
+
+    odd = await jsnb.browse_stream(ps, "S", subject="s.odd", limit=3)
+    assert list(odd["seq"]) == [2, 4, 6] and odd.attrs["next_seq"] == 7
+    rest = await jsnb.browse_stream(ps, "S", subject="s.odd", start_seq=7)
+    assert list(rest["seq"]) == [8, 10] and rest.attrs["next_seq"] is None
+    assert list((await jsnb.browse_stream(ps, "S", subject="s.*", start_seq=9))["seq"]) == [9, 10]
+
+
+async def test_since_starts_at_the_first_message_stored_then(ps: JetStreamPubSub) -> None:
+    for i in range(5):
+        await ps.publish("s.t", {"i": i})
+    times = list((await jsnb.browse_stream(ps, "S"))["time"])
+
+    page = await jsnb.browse_stream(ps, "S", since=times[2])
+    assert list(page["seq"]) == [3, 4, 5]
+    assert list((await jsnb.browse_stream(ps, "S", since="1h"))["seq"]) == [1, 2, 3, 4, 5]
+    assert (await jsnb.browse_stream(ps, "S", since=dt.timedelta(hours=1)))["seq"].iloc[0] == 1
+
+
+async def test_a_work_queue_stream_is_browsed_without_disturbing_it(
+    ps: JetStreamPubSub, js: JetStreamContext
+) -> None:
+    await ensure_stream(ps, "WQ", ["wq"], retention="workqueue")
+    await js.add_consumer("WQ", api.ConsumerConfig(durable_name="worker"))
+    for i in range(3):
+        await ps.publish("wq", {"job": i})
+
+    page = await jsnb.browse_stream(ps, "WQ")
+    one = await jsnb.read_message(ps, "WQ", 2)
+
+    assert list(page["seq"]) == [1, 2, 3] and one.payload == b'{"job":1}'
+    info = await js.stream_info("WQ")
+    assert info.state.messages == 3
+    worker = await js.consumer_info("WQ", "worker")
+    assert (worker.num_pending, worker.delivered.stream_seq) == (3, 0)
+
+
+async def test_direct_get_streams_show_only_the_messages_own_headers(
+    ps: JetStreamPubSub,
+) -> None:
+    await ensure_stream(ps, "D", ["d.>"], allow_direct=True)
+    await ps.publish("d.one", b"x", metadata={"rawPayload": "true", "k": "v"})
+    await ps.publish("d.two", b"y", metadata={"rawPayload": "true"})
+
+    page = await jsnb.browse_stream(ps, "D", subject="d.two")
+    assert list(page["seq"]) == [2] and page.iloc[0]["headers"] == {}
+    msg = await jsnb.read_message(ps, "D", 1)
+    assert (msg.subject, msg.headers, msg.data) == ("d.one", {"k": "v"}, b"x")
+    assert list((await jsnb.browse_stream(ps, "D", since="1m"))["seq"]) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("stream", "kwargs", "error", "match"),
+    [
+        pytest.param("NOPE", {}, jsnb.StreamNotFoundError, "'NOPE' does not exist", id="stream"),
+        pytest.param("S", {"start_seq": 9}, ValueError, r"start_seq 9 .* 1 to 3", id="beyond"),
+        pytest.param("S", {"start_seq": 0}, ValueError, "start_seq 0", id="zero"),
+        pytest.param(
+            "S",
+            {"since": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)},
+            ValueError,
+            "in the future",
+            id="future",
+        ),
+        pytest.param("S", {"since": "soon"}, ValueError, "'soon' is not a duration", id="since"),
+        pytest.param(
+            "S", {"since": "1h", "start_seq": 1}, ValueError, "not both", id="start-and-since"
+        ),
+        pytest.param("S", {"limit": MAX_PAGE + 1}, ValueError, "between 1 and", id="limit"),
+    ],
+)
+async def test_bad_browse_requests_say_what_is_allowed(
+    ps: JetStreamPubSub, stream: str, kwargs: dict[str, Any], error: type, match: str
+) -> None:
+    for i in range(3):
+        await ps.publish("s.x", {"i": i})
+    with pytest.raises(error, match=match):
+        await jsnb.browse_stream(ps, stream, **kwargs)
+
+
+async def test_read_message_and_who_acked_it(ps: JetStreamPubSub, js: JetStreamContext) -> None:
+    for i in range(3):
+        await ps.publish("s.a", {"i": i})
+    await ps.publish("s.b", {"i": 3})
+    sub = await ps.subscribe("s.a", lambda m: None)
+    await js.add_consumer("S", api.ConsumerConfig(durable_name="idle", filter_subject="s.>"))
+    await js.add_consumer("S", api.ConsumerConfig(durable_name="b-only", filter_subject="s.b"))
+    await eventually(lambda: sub.acked == 3)
+
+    msg = await jsnb.read_message(ps, "S", 2)
+    assert msg.cloud_event is not None and msg.payload == b'{"i":1}'
+    assert "CloudEvent" in msg._repr_html_()
+
+    async def settled() -> Any:
+        who = (await jsnb.acked_by(ps, "S", 2)).set_index("consumer")["state"]
+        return who.to_dict() if who[sub.consumer] == "acked" else None
+
+    who = await eventually(settled)
+    assert who["idle"] == "not delivered yet" and who["b-only"] == "not its subject"
+    with pytest.raises(LookupError, match="no message 99"):
+        await jsnb.read_message(ps, "S", 99)
