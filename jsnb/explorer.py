@@ -54,6 +54,7 @@ MAX_PAGE = 1000  # a page is held in memory whole: bound it
 _PREVIEW_CHARS = 120
 _PAGE_SIZE = 256  # nats-server answers consumer and stream lists 256 at a time
 _GET_TIMEOUT = 5.0
+_WRAP = "white-space:pre-wrap;overflow-wrap:anywhere;max-height:20em;overflow-y:auto"
 # Headers a direct get adds to the stored message's own (nats-server's stream.go).
 _DIRECT_HEADERS = frozenset(
     {"Nats-Stream", "Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Num-Pending"}
@@ -229,8 +230,12 @@ class StoredMessage:
             envelope = {
                 k: v for k, v in self.cloud_event.items() if k not in ("data", "data_base64")
             }
-            parts.append(f"<b>CloudEvent</b><pre>{html.escape(_pretty(envelope))}</pre>")
-        parts.append(f"<b>payload</b><pre>{html.escape(full_text(self.payload))}</pre>")
+            parts.append(
+                f"<b>CloudEvent</b><pre style='{_WRAP}'>{html.escape(_pretty(envelope))}</pre>"
+            )
+        parts.append(
+            f"<b>payload</b><pre style='{_WRAP}'>{html.escape(full_text(self.payload))}</pre>"
+        )
         return "".join(parts)
 
 

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext, api
 import jsnb
 from jsnb import JetStreamPubSub, ensure_stream
 from jsnb.explorer import MAX_PAGE, REPORT_COLUMNS
+from jsnb.widgets import StreamBrowser
 from tests.support import eventually
 
 
@@ -224,3 +225,53 @@ async def test_read_message_and_who_acked_it(ps: JetStreamPubSub, js: JetStreamC
     assert who["idle"] == "not delivered yet" and who["b-only"] == "not its subject"
     with pytest.raises(LookupError, match="no message 99"):
         await jsnb.read_message(ps, "S", 99)
+
+
+# -- the stream browser widget -----------------------------------------------------------
+
+
+async def test_stream_browser_pages_jumps_filters_and_opens(ps: JetStreamPubSub) -> None:
+    for i in range(7):
+        await ps.publish(f"s.{'a' if i < 5 else 'b'}", {"i": i})
+    browser = StreamBrowser(ps, "S", limit=3)
+    assert browser.page is None and "not read yet" in status(browser)
+
+    assert list((await browser.show())["seq"]) == [1, 2, 3]
+    assert list((await browser.next_page())["seq"]) == [4, 5, 6]
+    assert list((await browser.next_page())["seq"]) == [7]
+    assert "end of stream" in status(browser) and browser._next.disabled
+    assert list((await browser.previous_page())["seq"]) == [4, 5, 6]
+    assert list((await browser.previous_page())["seq"]) == [1, 2, 3]
+    assert browser._back.disabled
+
+    assert list((await browser.show(start_seq=6))["seq"]) == [6, 7]
+    browser.subject.value = "s.b"
+    assert list((await browser.show())["seq"]) == [6, 7]
+    assert "<td" in browser._table.value and "s.b" in browser._table.value
+    assert [v for _, v in browser._choice.options] == [6, 7]
+
+    msg = await browser.open_message(6)
+    assert msg.payload == b'{"i":5}' and browser.acks is not None
+    assert "CloudEvent" in browser._detail.value and "com.dapr.event.sent" in browser._detail.value
+
+
+async def test_stream_browser_controls_show_errors_instead_of_raising(
+    ps: JetStreamPubSub,
+) -> None:
+    await ps.publish("s.a", {"i": 0})
+    browser = StreamBrowser(ps, "S")
+    await browser.show()
+    browser.seq.value = 50
+    browser.children[1].children[2].click()  # Go to seq 50: beyond the last
+    await eventually(lambda: browser.error)
+    assert "start_seq 50 is outside" in status(browser)
+
+    browser.since.value = "2999-01-01T00:00"
+    browser.children[1].children[4].click()
+    await eventually(lambda: "in the future" in status(browser))
+    browser._choice.value = 1
+    await eventually(lambda: browser.message is not None)
+
+
+def status(browser: StreamBrowser) -> str:
+    return browser._status.value
