@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from jsnb.advisories import Advisories, Advisory, AdvisoryKind, capture_advisories
 from jsnb.connection import ConnectError
 from jsnb.consumer import ConsumerConflictError
 from jsnb.errors import (
@@ -46,6 +47,9 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "AckPolicy",
+    "Advisories",
+    "Advisory",
+    "AdvisoryKind",
     "BulkMessageEntry",
     "BulkPublishFailure",
     "BulkPublishResponse",
@@ -75,6 +79,7 @@ __all__ = [
     "__version__",
     "acked_by",
     "browse_stream",
+    "capture_advisories",
     "consumer_report",
     "ensure_stream",
     "read_message",
