@@ -13,6 +13,7 @@ from nats.js import JetStreamContext, api
 
 import jsnb
 from jsnb import Advisory, AdvisoryKind, JetStreamPubSub, ensure_stream
+from jsnb.widgets import AdvisoryFeed
 from tests.support import eventually
 
 
@@ -151,3 +152,56 @@ async def test_captured_advisories_outlive_the_moment(
     msg = await jsnb.read_message(ps, "ADV", int(page["seq"].iloc[0]))
     adv = Advisory.from_message(msg.subject, msg.data)
     assert adv is not None and (adv.kind, adv.consumer) == (AdvisoryKind.CONSUMER_CREATED, "kept")
+
+
+# -- the feed widget ---------------------------------------------------------------------
+
+
+def fake_advisory(kind: AdvisoryKind, seq: int) -> Advisory:
+    return Advisory(kind, dt.datetime.now(dt.UTC), "S", "c", seq, 1, f"event {seq}")
+
+
+def test_feed_is_bounded_throttled_and_filtered() -> None:
+    now = [0.0]
+    feed = AdvisoryFeed(max_rows=3, shown_rows=2, refresh_hz=2.0, clock=lambda: now[0])
+    drawn = feed.renders
+    now[0] = 1.0
+    feed.record(fake_advisory(AdvisoryKind.NAK, 1))  # no loop: drawn inline, once a period
+    feed.record(fake_advisory(AdvisoryKind.NAK, 2))
+    assert feed.renders == drawn + 1
+    now[0] = 1.2
+    feed.record(fake_advisory(AdvisoryKind.TERMINATED, 3))
+    feed.record(fake_advisory(AdvisoryKind.MAX_DELIVERIES, 4))
+    assert feed.renders == drawn + 1
+    feed.flush()
+    assert [r["stream_seq"] for r in feed.rows] == [2, 3, 4]  # bounded: the oldest went
+    assert [r["stream seq"] for r in feed.shown] == ["4", "3"]
+    assert feed.counts[AdvisoryKind.NAK] == 2 and "nak 2" in feed.summary
+
+    feed.filters[AdvisoryKind.MAX_DELIVERIES].value = False
+    assert [r["kind"] for r in feed.shown] == ["terminated", "nak"]
+    frame = feed.to_dataframe()
+    assert list(frame.columns) == [
+        "time",
+        "kind",
+        "stream",
+        "consumer",
+        "stream_seq",
+        "deliveries",
+        "reason",
+        "raw",
+    ]
+    feed.clear()
+    assert feed.rows == [] and feed.to_dataframe().empty
+
+
+async def test_feed_shows_a_live_server(ps: JetStreamPubSub, js: JetStreamContext) -> None:
+    feed = AdvisoryFeed(ps, "S", kinds=["consumer_created"])
+    await feed.start()
+    assert "listening" in feed.summary
+    await js.add_consumer("S", api.ConsumerConfig(durable_name="seen"))
+    await eventually(lambda: feed.rows)
+    feed.flush()
+    assert feed.shown[0]["consumer"] == "seen" and feed.shown[0]["kind"] == "consumer_created"
+    await feed.stop()
+    assert "not listening" in feed.summary

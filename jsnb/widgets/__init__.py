@@ -7,6 +7,7 @@ True
 
 from __future__ import annotations
 
+from jsnb.widgets.advisory_feed import AdvisoryFeed
 from jsnb.widgets.config_form import ConfigForm
 from jsnb.widgets.consumer_state import ConsumerState, StreamState
 from jsnb.widgets.lab import RedeliveryLab
@@ -14,6 +15,7 @@ from jsnb.widgets.message_table import MessageTable
 from jsnb.widgets.stream_browser import StreamBrowser
 
 __all__ = [
+    "AdvisoryFeed",
     "ConfigForm",
     "ConsumerState",
     "MessageTable",
