@@ -13,7 +13,7 @@ from nats.js import JetStreamContext, api
 import jsnb
 from jsnb import JetStreamPubSub, ensure_stream
 from jsnb.explorer import MAX_PAGE, REPORT_COLUMNS
-from jsnb.widgets import StreamBrowser
+from jsnb.widgets import ConsumerState, StreamBrowser
 from tests.support import eventually
 
 
@@ -275,3 +275,76 @@ async def test_stream_browser_controls_show_errors_instead_of_raising(
 
 def status(browser: StreamBrowser) -> str:
     return browser._status.value
+
+
+# -- drift and the consumer state's explanations -----------------------------------------
+
+
+async def test_drift_of_a_durable_changed_behind_the_subscription(
+    ps: JetStreamPubSub, js: JetStreamContext, nats_server: Any
+) -> None:
+    props = {"natsURL": nats_server.url, "durableName": "d", "maxAckPending": 10}
+    async with JetStreamPubSub(props) as manifest:
+        sub = await manifest.subscribe("s.d", lambda m: None)
+        drift = (await sub.drift()).set_index("field")
+        assert not drift["differs"].any()
+        assert drift.loc["maxAckPending", ["metadata", "server"]].tolist() == [10, 10]
+        assert "unset" in drift.loc["maxDeliver", "note"]
+
+        # Someone edits the live consumer (a redeploy with another manifest, say).
+        cfg = (await js.consumer_info("S", "d")).config
+        cfg.max_ack_pending = 3
+        await js.add_consumer("S", cfg)  # an existing durable: the server updates it
+        drift = (await sub.drift()).set_index("field")
+        row = drift.loc["maxAckPending"]
+        assert (row["metadata"], row["server"], row["differs"], row["change"]) == (
+            10,
+            3,
+            True,
+            "in place",
+        )
+        assert drift["differs"].sum() == 1
+
+
+async def test_consumer_state_shows_drift_from_a_manifest_before_anyone_subscribes(
+    ps: JetStreamPubSub, js: JetStreamContext
+) -> None:
+    await js.add_consumer(
+        "S",
+        api.ConsumerConfig(
+            durable_name="old",
+            filter_subject="s.o",
+            deliver_policy=api.DeliverPolicy.NEW,
+            max_deliver=3,
+        ),
+    )
+    manifest = {"natsURL": "embedded", "durableName": "old", "maxDeliver": 5}
+    state = ConsumerState(js, "S", "old", metadata={**manifest, "deliverPolicy": "all"})
+    await state.refresh()
+    drift = state.drift.set_index("field")
+    assert drift.loc["maxDeliver", "change"] == "in place"
+    assert drift.loc["deliverPolicy", "change"] == "new consumer"
+    assert "drift: deliverPolicy, maxDeliver" in state.children[1].value
+    assert "drift from the metadata" in str(state.children[3].titles)
+
+
+async def test_consumer_state_explains_its_counters_and_flags_a_stall(
+    ps: JetStreamPubSub, js: JetStreamContext
+) -> None:
+    for i in range(4):
+        await js.publish("s.x", str(i).encode())
+    await js.add_consumer("S", api.ConsumerConfig(durable_name="slow", max_ack_pending=1))
+    await (await js.pull_subscribe_bind("slow", "S")).fetch(1)
+    state = ConsumerState(js, "S", "slow")
+    for _ in range(2):
+        await state.refresh()
+
+    header = state.children[1].value
+    assert "stalled: 1 ack pending = maxAckPending, 3 waiting" in header
+    assert "title='delivered and not yet acknowledged" in header
+    explained = state.explain().set_index("counter")
+    assert explained.loc["num_ack_pending", "value"] == 1
+    assert explained.loc["stalled", "value"] == True  # noqa: E712 (numpy bool)
+    assert "maxAckPending" in explained.loc["stalled", "meaning"]
+    fig = state.plot()
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][2] == "ack pending"
