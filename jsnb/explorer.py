@@ -357,8 +357,12 @@ async def acked_by(ps: _Server, stream: str, seq: int) -> pd.DataFrame:
             state = "not delivered yet"
         elif getattr(cfg.ack_policy, "value", cfg.ack_policy) == "none":
             state = "acked (ackPolicy none: delivered is done)"
+        elif not info.num_ack_pending:
+            # Nothing pending: above the floor means acked out of order, terminated, or
+            # given up on at maxDeliver (which holds the floor below it for good).
+            state = "settled above the ack floor: acked, terminated or given up on"
         else:
-            state = "delivered; above the ack floor, so acked or still pending"
+            state = "above the ack floor: acked, or still pending"
         rows.append(
             {
                 "consumer": info.name,

@@ -36,7 +36,7 @@ _VIEW_COLUMNS = (
     _column("stream", "the stream", "12%"),
     _column("consumer", "the consumer", "14%"),
     _column("stream seq", "the message's sequence in the stream", "9ch", number=True),
-    _column("deliveries", "deliveries of the message so far", "8ch", number=True),
+    _column("deliveries", "deliveries of the message so far", "9.5ch", number=True),
     _column("reason", "the rest, in words"),
 )
 _DATA_COLUMNS = tuple(Advisory(AdvisoryKind.NAK, dt.datetime.min, "").as_row())

@@ -37,7 +37,7 @@ _ROW_PX = 21
 _CELL = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;padding:1px 4px"
 _COLUMNS = (  # (column, header, CSS width; none shares what is left)
     ("seq", "seq", "9ch"),
-    ("time", "time (UTC)", "23ch"),
+    ("time", "time (UTC)", "26ch"),
     ("subject", "subject", "16%"),
     ("size", "bytes", "7ch"),
     ("ce_type", "CloudEvent type", "16%"),
@@ -238,7 +238,9 @@ class StreamBrowser(widgets.VBox):
         options = [] if page is None else [(_option(r), int(r["seq"])) for _, r in page.iterrows()]
         if options != list(self._choice.options):
             self._choice.options = options
-            self._choice.value = self.message.seq if self.message and self._in_page() else None
+        opened = self.message.seq if self.message is not None and self._in_page() else None
+        if self._choice.value != opened:
+            self._choice.value = opened
         self._table.value = self._table_html()
         self._detail.value = self._detail_html()
 
