@@ -23,7 +23,16 @@ from jsnb.errors import (
     StreamNotFoundError,
     StreamUnavailableError,
 )
-from jsnb.explorer import StoredMessage, acked_by, browse_stream, consumer_report, read_message
+from jsnb.explorer import (
+    StoredMessage,
+    acked_by,
+    browse_stream,
+    consumer_report,
+    pause_consumer,
+    read_message,
+    reset_consumer,
+    resume_consumer,
+)
 from jsnb.messages import (
     BulkMessageEntry,
     BulkPublishFailure,
@@ -82,5 +91,8 @@ __all__ = [
     "capture_advisories",
     "consumer_report",
     "ensure_stream",
+    "pause_consumer",
     "read_message",
+    "reset_consumer",
+    "resume_consumer",
 ]

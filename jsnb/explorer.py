@@ -32,7 +32,7 @@ from nats.js import JetStreamContext, api
 
 from jsnb.cloudevents import decode
 from jsnb.durations import parse_duration
-from jsnb.errors import StreamNotFoundError
+from jsnb.errors import ConsumerNotFoundError, StreamNotFoundError
 from jsnb.retry import RetryRule
 from jsnb.state import is_stalled
 from jsnb.subjects import subjects_overlap
@@ -47,7 +47,10 @@ __all__ = [
     "acked_by",
     "browse_stream",
     "consumer_report",
+    "pause_consumer",
     "read_message",
+    "reset_consumer",
+    "resume_consumer",
 ]
 
 MAX_PAGE = 1000  # a page is held in memory whole: bound it
@@ -373,6 +376,76 @@ async def acked_by(ps: _Server, stream: str, seq: int) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=["consumer", "filter", "ack_floor", "delivered", "state"])
+
+
+# -- consumer actions ----------------------------------------------------------------------
+
+
+async def pause_consumer(
+    ps: _Server, stream: str, consumer: str, until: dt.datetime | dt.timedelta | str
+) -> api.ConsumerInfo:
+    """Stop deliveries of *consumer* until *until* (a time, or how long: ``"10m"``).
+
+    nats-server 2.11+; the server keeps every message, and publishes a
+    ``consumer_paused`` advisory (an :class:`~jsnb.widgets.AdvisoryFeed` shows it).
+    """
+    moment = _until(until)
+    js = ps.jetstream
+    await _existing(js, stream, consumer)
+    await js.pause_consumer(stream, consumer, moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    return await js.consumer_info(stream, consumer)
+
+
+async def resume_consumer(ps: _Server, stream: str, consumer: str) -> api.ConsumerInfo:
+    """Resume a paused *consumer* now (nats-server 2.11+)."""
+    js = ps.jetstream
+    await _existing(js, stream, consumer)
+    await js.resume_consumer(stream, consumer)
+    return await js.consumer_info(stream, consumer)
+
+
+async def reset_consumer(
+    ps: _Server, stream: str, consumer: str, seq: int | None = None
+) -> api.ConsumerInfo:
+    """Forget what *consumer* has pending and redeliver from *seq* (or from its ack floor).
+
+    nats-server 2.14+. Its ack floor becomes *seq* - 1, so every message from
+    *seq* on is delivered again, acked or not.
+    """
+    js = ps.jetstream
+    await _existing(js, stream, consumer)
+    if seq is not None:
+        stored = await _stream_info(js, stream)
+        if not 1 <= seq <= stored.state.last_seq + 1:
+            raise ValueError(
+                f"jsnb: reset seq {seq} is outside stream {stream!r}, which holds sequences "
+                f"{stored.state.first_seq} to {stored.state.last_seq}"
+            )
+    return (await js.reset_consumer(stream, consumer, seq)).info
+
+
+async def _existing(js: JetStreamContext, stream: str, consumer: str) -> api.ConsumerInfo:
+    try:
+        return await js.consumer_info(stream, consumer)
+    except nats.js.errors.NotFoundError:
+        names = sorted(info.name for info in await _consumers(js, stream))
+        raise ConsumerNotFoundError(
+            f"jsnb: consumer {consumer!r} does not exist on stream {stream!r}; its consumers: "
+            f"{', '.join(names) or 'none'}"
+        ) from None
+
+
+def _until(until: dt.datetime | dt.timedelta | str) -> dt.datetime:
+    now = dt.datetime.now(dt.UTC)
+    if isinstance(until, str):
+        try:
+            until = parse_duration(until)
+        except ValueError as exc:
+            raise ValueError(f"jsnb: until {exc}, or a datetime") from None
+    moment = now + until if isinstance(until, dt.timedelta) else until.astimezone(dt.UTC)
+    if moment <= now:
+        raise ValueError(f"jsnb: pause until {moment.isoformat()} is not in the future")
+    return moment
 
 
 def _since(since: dt.datetime | dt.timedelta | str) -> dt.datetime:

@@ -348,3 +348,55 @@ async def test_consumer_state_explains_its_counters_and_flags_a_stall(
     assert "maxAckPending" in explained.loc["stalled", "meaning"]
     fig = state.plot()
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][2] == "ack pending"
+
+
+# -- consumer actions --------------------------------------------------------------------
+
+
+async def test_pause_resume_and_reset_a_consumer(ps: JetStreamPubSub, js: JetStreamContext) -> None:
+    for i in range(4):
+        await js.publish("s.x", str(i).encode())
+    await js.add_consumer("S", api.ConsumerConfig(durable_name="c", ack_wait=30.0))
+    puller = await js.pull_subscribe_bind("c", "S")
+    for msg in await puller.fetch(4):
+        await msg.ack_sync()
+
+    async with ps.advisories("S", "c", kinds=["consumer_paused"]) as feed:
+        info = await jsnb.pause_consumer(ps, "S", "c", "10m")
+        assert info.paused
+        row = (await jsnb.consumer_report(ps, "S")).set_index("consumer").loc["c"]
+        assert row["paused"]
+        assert not (await jsnb.resume_consumer(ps, "S", "c")).paused
+        paused, resumed = [await anext(feed) for _ in range(2)]
+    assert paused.reason.startswith("paused until") and resumed.reason == "resumed"
+
+    info = await jsnb.reset_consumer(ps, "S", "c", seq=3)
+    assert info.ack_floor.stream_seq == 2 and info.num_pending == 2
+    again = await puller.fetch(2)
+    assert [m.metadata.sequence.stream for m in again] == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("action", "match"),
+    [
+        pytest.param(
+            lambda ps: jsnb.pause_consumer(ps, "S", "nope", "1m"),
+            "'nope' does not exist on stream 'S'; its consumers: c",
+            id="unknown-consumer",
+        ),
+        pytest.param(
+            lambda ps: jsnb.pause_consumer(ps, "S", "c", dt.timedelta(seconds=-1)),
+            "not in the future",
+            id="pause-in-the-past",
+        ),
+        pytest.param(
+            lambda ps: jsnb.reset_consumer(ps, "S", "c", seq=99), "reset seq 99", id="reset-beyond"
+        ),
+    ],
+)
+async def test_bad_consumer_actions_say_why(
+    ps: JetStreamPubSub, js: JetStreamContext, action: Any, match: str
+) -> None:
+    await js.add_consumer("S", api.ConsumerConfig(durable_name="c"))
+    with pytest.raises((jsnb.ConsumerNotFoundError, ValueError), match=match):
+        await action(ps)
