@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from jsnb.advisories import Advisories, Advisory, AdvisoryKind, capture_advisories
 from jsnb.connection import ConnectError
 from jsnb.consumer import ConsumerConflictError
 from jsnb.errors import (
     ComponentClosedError,
+    ConsumerNotFoundError,
     JsnbError,
     MetadataError,
     NoLeaderError,
@@ -20,6 +22,16 @@ from jsnb.errors import (
     ServerError,
     StreamNotFoundError,
     StreamUnavailableError,
+)
+from jsnb.explorer import (
+    StoredMessage,
+    acked_by,
+    browse_stream,
+    consumer_report,
+    pause_consumer,
+    read_message,
+    reset_consumer,
+    resume_consumer,
 )
 from jsnb.messages import (
     BulkMessageEntry,
@@ -45,6 +57,9 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "AckPolicy",
+    "Advisories",
+    "Advisory",
+    "AdvisoryKind",
     "BulkMessageEntry",
     "BulkPublishFailure",
     "BulkPublishResponse",
@@ -52,6 +67,7 @@ __all__ = [
     "ConcurrencyMode",
     "ConnectError",
     "ConsumerConflictError",
+    "ConsumerNotFoundError",
     "DeliverPolicy",
     "Delivery",
     "DeliveryEvent",
@@ -66,10 +82,19 @@ __all__ = [
     "PayloadTooLargeError",
     "PublishResult",
     "ServerError",
+    "StoredMessage",
     "StreamNotFoundError",
     "StreamUnavailableError",
     "Subscription",
     "__version__",
+    "acked_by",
+    "browse_stream",
+    "capture_advisories",
+    "consumer_report",
     "ensure_stream",
+    "pause_consumer",
+    "read_message",
+    "reset_consumer",
+    "resume_consumer",
     "until",
 ]

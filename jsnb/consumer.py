@@ -16,7 +16,7 @@ naming exactly which fields cannot be changed.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nats.js import api
@@ -28,7 +28,9 @@ from jsnb.metadata import AckPolicy, DeliverPolicy, FieldInfo, Kind, Metadata
 __all__ = [
     "EPHEMERAL_INACTIVE_THRESHOLD",
     "ConsumerConflictError",
+    "FieldDrift",
     "Retune",
+    "compare",
     "consumer_config",
     "retune",
 ]
@@ -138,23 +140,78 @@ class Retune:
         )
 
 
+@dataclass(frozen=True)
+class FieldDrift:
+    """One row of the field table compared: what the metadata asks, what the server holds.
+
+    *wanted* and *held* are normalised for comparison (seconds, enum values,
+    RFC 3339 times); *note* says why a row is not compared.
+    """
+
+    key: str
+    wanted: Any
+    held: Any
+    differs: bool
+    updatable: bool
+    note: str = ""
+    attr: str = field(default="", repr=False)
+    value: Any = field(default=None, repr=False)  # *wanted* in nats-py's terms
+
+    def as_row(self) -> dict[str, Any]:
+        """The row as ``sub.drift()`` shows it."""
+        change = ("in place" if self.updatable else "new consumer") if self.differs else ""
+        return {
+            "field": self.key,
+            "metadata": self.wanted,
+            "server": self.held,
+            "differs": self.differs,
+            "change": change,
+            "note": self.note,
+        }
+
+
+def compare(md: Metadata, have: api.ConsumerConfig) -> list[FieldDrift]:
+    """Every consumer row of the field table: the metadata's value next to the server's.
+
+    The one home of the comparison rule :func:`retune` applies: a key the
+    metadata leaves unset keeps the server's value, and with backOff set the
+    server's ack wait is backOff[0], whatever ackWait says.
+    """
+    rows = []
+    backoff = md.back_off or have.backoff
+    for info in _ROWS:
+        wanted = _to_nats(info, getattr(md, info.attr))
+        note = ""
+        if info.consumer == "deliver_group":
+            wanted = md.queue_group_name or None  # joining needs the same group, or none
+        elif wanted is None:
+            note = "unset in the metadata: the server's value stays"
+        elif info.consumer == "ack_wait" and backoff:
+            note = "backOff is set: the server waits backOff[0] instead"
+        current = getattr(have, info.consumer)
+        differs = not note and _norm(wanted) != _norm(current)
+        rows.append(
+            FieldDrift(
+                info.key,
+                _norm(wanted),
+                _norm(current),
+                differs,
+                info.updatable,
+                note,
+                info.consumer,
+                wanted,
+            )
+        )
+    return rows
+
+
 def retune(md: Metadata, have: api.ConsumerConfig) -> Retune:
     """Compare the metadata with a live consumer's config, row by row of the field table."""
     merged = replace(have)
     updatable: dict[str, tuple[Any, Any]] = {}
     fixed: dict[str, tuple[Any, Any]] = {}
-    backoff = md.back_off or have.backoff
-    for info in _ROWS:
-        wanted = _to_nats(info, getattr(md, info.attr))
-        if info.consumer == "deliver_group":
-            wanted = md.queue_group_name or None  # joining needs the same group, or none
-        elif wanted is None:
-            continue
-        elif info.consumer == "ack_wait" and backoff:
-            continue  # with backOff the server replaces ackWait by backOff[0]
-        current = getattr(have, info.consumer)
-        if _norm(wanted) == _norm(current):
-            continue
-        (updatable if info.updatable else fixed)[info.key] = (_norm(current), _norm(wanted))
-        setattr(merged, info.consumer, wanted)
+    for row in compare(md, have):
+        if row.differs:
+            (updatable if row.updatable else fixed)[row.key] = (row.held, row.wanted)
+            setattr(merged, row.attr, row.value)
     return Retune(merged, updatable, fixed)

@@ -6,6 +6,7 @@ JsnbError
  +-- ComponentClosedError                        the component was used after close()
  +-- ServerError                                 the embedded nats-server failed
  +-- StreamNotFoundError (also LookupError)      no JetStream stream covers a subject
+ +-- ConsumerNotFoundError (also LookupError)    a named consumer is not on its stream
  +-- StreamUnavailableError (ConnectionError)    a stream exists but nobody answered
  |    +-- NoLeaderError                          the cluster is still electing a leader
  +-- PayloadTooLargeError (also ValueError)      the message exceeds max_payload
@@ -72,6 +73,10 @@ class ServerError(JsnbError):
 
 class StreamNotFoundError(JsnbError, LookupError):
     """No JetStream stream captures the subject; streams are never auto-created."""
+
+
+class ConsumerNotFoundError(JsnbError, LookupError):
+    """A consumer named by the caller does not exist on its stream."""
 
 
 class StreamUnavailableError(JsnbError, ConnectionError):

@@ -18,10 +18,12 @@ import html
 import itertools
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jsnb.advisories import Advisories, Advisory, AdvisoryKind
 from jsnb.messages import FINAL_OUTCOMES, DeliveryEvent, Message, Outcome
 from jsnb.metadata import Metadata
 from jsnb.pubsub import JetStreamPubSub
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _run_ids = itertools.count(1)
+_ADVISORY_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class LabResult:
     finished: bool
     rule: RetryRule = field(default_factory=RetryRule)  # the consumer's, as the server held it
     totals: dict[str, int] = field(default_factory=dict)
+    # The server's own account: its NAK / terminate / max-deliveries advisories of the run.
+    advisories: list[Advisory] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -116,6 +121,29 @@ class LabResult:
         import pandas as pd
 
         return pd.DataFrame(attempt_rows(self))
+
+    @property
+    def server_events(self) -> pd.DataFrame:
+        """The server's advisories of the run, its time beside the client's (``server_s``).
+
+        ``server_s`` counts from the same start as ``received_s`` in :attr:`attempts`,
+        so each NAK the client sent sits next to the server's record of it.
+        """
+        import pandas as pd
+
+        rows = [
+            {
+                "server_s": adv.time.timestamp() - self.started,
+                "kind": adv.kind.value,
+                "stream_seq": adv.stream_seq,
+                "deliveries": adv.deliveries,
+                "reason": adv.reason,
+            }
+            for adv in self.advisories
+        ]
+        return pd.DataFrame(
+            rows, columns=["server_s", "kind", "stream_seq", "deliveries", "reason"]
+        )
 
     def plot(self, ax: Any = None) -> Figure:
         """A per-message timeline: each attempt a marker, coloured by outcome."""
@@ -254,8 +282,10 @@ async def run_scenario(
             if len(done_seqs) >= scenario.messages:
                 all_done.set()
 
+    server_side = (AdvisoryKind.NAK, AdvisoryKind.TERMINATED, AdvisoryKind.MAX_DELIVERIES)
     try:
         await ensure_stream(ps, stream, [subject, f"{subject}.dlq"], storage="memory")
+        watch = await ps.advisories(stream, kinds=server_side).start()
         ps.add_listener(record)
         sub_meta = {"rawPayload": "true"}
         if ps.metadata is not None and ps.metadata.max_deliver > 0:
@@ -267,6 +297,7 @@ async def run_scenario(
             await ps.publish(subject, payload or str(i).encode(), metadata={"rawPayload": "true"})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_done.wait(), scenario.timeout)
+        advisories = await _server_account(watch, events)
         md = ps.metadata
         assert md is not None
         info = await sub.consumer_info()
@@ -285,7 +316,30 @@ async def run_scenario(
         rule=sub.rule,
     )
     result.totals = _totals(scenario.messages, events, outstanding)
+    result.advisories = advisories
     return result
+
+
+async def _server_account(watch: Advisories, events: list[DeliveryEvent]) -> list[Advisory]:
+    """The run's advisories, once the server has reported every NAK and TERM the client sent.
+
+    The server publishes advisories from a queue of its own, after it applied
+    the NAK or TERM: give them up to ``_ADVISORY_WAIT`` seconds to arrive.
+    """
+    sent = Counter(
+        AdvisoryKind.NAK if ev.outcome is Outcome.NAK else AdvisoryKind.TERMINATED
+        for ev in events
+        if ev.outcome in (Outcome.NAK, Outcome.TERM, Outcome.DEAD_LETTER)
+    )
+    got: list[Advisory] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _ADVISORY_WAIT
+    with contextlib.suppress(TimeoutError, StopAsyncIteration):
+        while any(Counter(a.kind for a in got)[k] < n for k, n in sent.items()):
+            got.append(await asyncio.wait_for(anext(watch), deadline - loop.time()))
+    got += watch.drain()
+    await watch.aclose()
+    return sorted(got, key=lambda a: a.time)
 
 
 _COLOURS = {

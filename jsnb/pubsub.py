@@ -20,7 +20,7 @@ import asyncio
 import html
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import nats.errors
@@ -28,6 +28,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
+from jsnb.advisories import Advisories, AdvisoryKind
 from jsnb.cloudevents import wrap
 from jsnb.connection import PUBLISH_ASYNC_MAX_PENDING, api_prefix, auth_method, connect
 from jsnb.dispatch import BulkHandler, Handler, Listener
@@ -414,6 +415,21 @@ class JetStreamPubSub:
     async def delete_consumer(self, stream: str, consumer: str) -> bool:
         """Delete a (durable) consumer, e.g. to change settings the server cannot update."""
         return await self.jetstream.delete_consumer(stream, consumer)
+
+    def advisories(
+        self,
+        stream: str | None = None,
+        consumer: str | None = None,
+        kinds: Iterable[AdvisoryKind | str] | None = None,
+    ) -> Advisories:
+        """The server's advisories for *stream* / *consumer* (None: all), as they happen.
+
+        ``async with ps.advisories(...) as feed: async for adv in feed`` yields
+        :class:`jsnb.Advisory` records of the *kinds* asked for (default: all).
+        Advisories are core NATS: those sent while disconnected are lost
+        (``jsnb.capture_advisories`` stores them in a stream).
+        """
+        return Advisories(self.nc, stream=stream, consumer=consumer, kinds=kinds)
 
     # -- display ---------------------------------------------------------------------
 

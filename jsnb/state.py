@@ -30,8 +30,45 @@ _DELIVER_WORDS = {
 }
 
 
+# What each consumer counter means, in the words users ask about (nats-server #6874,
+# #6093, nats.go #968). ConsumerState shows these on hover and in explain().
+COUNTER_HELP = {
+    "delivered_stream_seq": (
+        "the highest stream sequence the consumer has delivered (consumer seq: deliveries "
+        "made, redeliveries included)"
+    ),
+    "ack_floor_stream_seq": (
+        "every message up to this stream sequence is acknowledged (or terminated); acks "
+        "above it are kept as a set and not shown"
+    ),
+    "num_ack_pending": (
+        "delivered and not yet acknowledged: being handled, NAKed and waiting for their "
+        "delay, or lost acks waiting for ackWait; capped by maxAckPending"
+    ),
+    "num_redelivered": ("messages among the ack-pending ones that were delivered more than once"),
+    "num_pending": (
+        "stored messages matching the filter that the consumer has not delivered yet (unprocessed)"
+    ),
+    "num_waiting": "pull requests waiting for messages (always 0 for a push consumer)",
+    "stalled": (
+        "ack pending has reached maxAckPending while messages wait: the server sends "
+        "nothing more until some are acknowledged"
+    ),
+}
+
+
 def _value(v: Any) -> Any:
     return getattr(v, "value", v)
+
+
+def is_stalled(info: api.ConsumerInfo) -> bool:
+    """The server holds back deliveries: ack pending is at maxAckPending and messages wait.
+
+    The one home of the stall rule (components-contrib #3922, nats-server #4112):
+    ``consumer_report`` and ``ConsumerState`` both read it.
+    """
+    limit = info.config.max_ack_pending or 0
+    return 0 < limit <= (info.num_ack_pending or 0) and (info.num_pending or 0) > 0
 
 
 class Record(dict[str, Any]):
@@ -79,6 +116,8 @@ def consumer_record(info: api.ConsumerInfo) -> Record:
             "flowControl": bool(cfg.flow_control),
             "rateLimit": cfg.rate_limit_bps or 0,
             "replicas": cfg.num_replicas or 0,
+            "paused": bool(info.paused),
+            "stalled": is_stalled(info),
         }
     )
 

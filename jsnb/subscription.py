@@ -17,7 +17,7 @@ import asyncio
 import html
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import nats.errors
 import nats.js.errors
@@ -28,7 +28,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext, api
 
 from jsnb.cloudevents import normalize_metadata, parse_raw_payload
-from jsnb.consumer import ConsumerConflictError, consumer_config, retune
+from jsnb.consumer import ConsumerConflictError, compare, consumer_config, retune
 from jsnb.dispatch import (
     BulkDispatcher,
     Dispatcher,
@@ -40,9 +40,12 @@ from jsnb.errors import MetadataError, StreamNotFoundError
 from jsnb.metadata import AckPolicy, ConcurrencyMode, Metadata, _warn
 from jsnb.retry import RetryRule
 from jsnb.settlement import CumulativeAcks, DeadLetter, ack_policy
-from jsnb.state import Record, consumer_record
+from jsnb.state import Record, consumer_record, to_frame
 from jsnb.streams import stream_for_subject
 from jsnb.subjects import check_topic, subjects_overlap
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Subscription", "SubscriptionHost"]
 
@@ -341,6 +344,16 @@ class Subscription:
     async def state(self) -> Record:
         """The consumer's counters and effective config as one flat record (a table in Jupyter)."""
         return consumer_record(await self.consumer_info())
+
+    async def drift(self) -> pd.DataFrame:
+        """Per consumer field, what the metadata asks for next to what the server holds.
+
+        Columns: field (the Dapr key), metadata, server, differs, change ("in
+        place" when nats-server can update it live, "new consumer" when not)
+        and note (why a row is not compared: unset, or replaced by backOff).
+        """
+        info = await self.consumer_info()
+        return to_frame(row.as_row() for row in compare(self.md, info.config))
 
     async def _recover_until_done(self) -> None:
         """:meth:`_recover`, retried with growing pauses until it works or we stop."""

@@ -253,6 +253,7 @@ _INSPECT = """() => {
     accordions: all('.jupyter-widgets.widget-accordion').length,
     messageRows: all('table.jsnb-messages tbody tr:not(:has(td[colspan]))').length,
     stateRows: all('table.jsnb-state tr').length,
+    browserRows: all('.jsnb-browser tbody tr:not(:has(td[colspan]))').length,
     dataframeRows: all('table.dataframe tbody tr').length,
     widgetImages: all('img.widget-image')
       .filter(i => i.naturalWidth > 0 && i.offsetHeight > 0)

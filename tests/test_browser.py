@@ -50,6 +50,8 @@ WIDGET_MARKS = {
     "MessageTable": ("messageRows", "a MessageTable with delivered messages"),
     "ConsumerState": ("stateRows", "a ConsumerState table"),
     "StreamState": ("stateRows", "a StreamState table"),
+    "StreamBrowser": ("browserRows", "a StreamBrowser page of stored messages"),
+    "AdvisoryFeed": ("messageRows", "an AdvisoryFeed with advisories (MessageTable's view)"),
 }
 
 

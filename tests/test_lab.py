@@ -95,3 +95,28 @@ async def test_side_by_side_figure(nats_server: Any) -> None:
     assert "backOff [0.05s]" in fig.axes[0].get_title()
     assert "backOff [0.15s]" in fig.axes[1].get_title()
     assert "<table>" in a._repr_html_()
+
+
+async def test_the_server_reports_each_nak_the_client_sent(nats_server: Any) -> None:
+    props = {"backOff": "50ms", "maxDeliver": 3}
+    result = await run_scenario(nats_server.url, props, Scenario(messages=2, fail_times=1))
+    attempts = result.attempts
+    client_naks = attempts[attempts["outcome"] == "nak"]
+    server = result.server_events
+    assert list(server.columns) == ["server_s", "kind", "stream_seq", "deliveries", "reason"]
+    server_naks = server[server["kind"] == "nak"]
+    # One server NAK advisory per client NAK, same message and delivery, at nearly the same time.
+    assert sorted(zip(server_naks["stream_seq"], server_naks["deliveries"], strict=True)) == sorted(
+        zip(client_naks["stream_seq"], client_naks["attempt"], strict=True)
+    )
+    for seq in client_naks["stream_seq"]:
+        client_s = client_naks.loc[client_naks["stream_seq"] == seq, "settled_s"].iloc[0]
+        server_s = server_naks.loc[server_naks["stream_seq"] == seq, "server_s"].iloc[0]
+        assert abs(server_s - client_s) < 1.0
+
+
+async def test_the_server_says_when_it_gives_up(nats_server: Any) -> None:
+    props = {"backOff": "50ms", "maxDeliver": 2, "ackPolicy": "explicit"}
+    result = await run_scenario(nats_server.url, props, Scenario(messages=1, fail_times=10))
+    kinds = list(result.server_events["kind"])
+    assert kinds[0] == "nak" and kinds[-1] in {"terminated", "max_deliveries"}

@@ -33,12 +33,12 @@ def test_notebook_cells_run_in_a_kernel() -> None:
     section = README.read_text().split("<!-- readme-notebook -->", 1)[1]
     section = section.split("<!-- /readme-notebook -->", 1)[0]
     cells = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(cells) == 5
+    assert len(cells) == 6
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     outputs = [c.outputs for c in nb.cells]
     for cell_outputs in outputs:
         assert not [o for o in cell_outputs if o.output_type == "error"]
     widget_mime = "application/vnd.jupyter.widget-view+json"
-    for index in (0, 1, 2, 3):  # form, table, state, lab each display a widget
+    for index in (0, 1, 2, 3, 4):  # form, table, state, lab, browser each display a widget
         assert any(widget_mime in o.get("data", {}) for o in outputs[index]), index

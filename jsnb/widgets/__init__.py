@@ -1,4 +1,4 @@
-"""Notebook widgets over the core: forms, live tables, state views and the redelivery lab.
+"""Notebook widgets over the core: forms, live tables, state views, explorers, the lab.
 
 >>> from jsnb.widgets import ConfigForm
 >>> ConfigForm({"natsURL": "embedded"}).metadata.embedded
@@ -7,9 +7,19 @@ True
 
 from __future__ import annotations
 
+from jsnb.widgets.advisory_feed import AdvisoryFeed
 from jsnb.widgets.config_form import ConfigForm
 from jsnb.widgets.consumer_state import ConsumerState, StreamState
 from jsnb.widgets.lab import RedeliveryLab
 from jsnb.widgets.message_table import MessageTable
+from jsnb.widgets.stream_browser import StreamBrowser
 
-__all__ = ["ConfigForm", "ConsumerState", "MessageTable", "RedeliveryLab", "StreamState"]
+__all__ = [
+    "AdvisoryFeed",
+    "ConfigForm",
+    "ConsumerState",
+    "MessageTable",
+    "RedeliveryLab",
+    "StreamBrowser",
+    "StreamState",
+]

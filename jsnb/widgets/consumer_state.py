@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import html
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,10 +31,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import ipywidgets as widgets
 from nats.js import api
 
-from jsnb.state import consumer_record, stream_record, to_frame
+from jsnb.consumer import FieldDrift, compare
+from jsnb.metadata import Metadata
+from jsnb.state import COUNTER_HELP, consumer_record, stream_record, to_frame
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
     from jsnb.subscription import Subscription
 
@@ -74,6 +77,7 @@ STREAM_TILES = (
     _Tile("last seq", "last_seq"),
     _Tile("consumers", "consumers"),
 )
+_FLAGS = frozenset({"stalled", "paused"})  # shown as badges over the counters
 _SPARK_POINTS = 40  # polls a sparkline spans
 _SPARK_W, _SPARK_H = 120, 22
 _TILE_STYLE = (
@@ -116,6 +120,7 @@ class _Poller(widgets.VBox):
         self.polled_at: datetime | None = None
         self._fetch = fetch
         self._to_record = to_record
+        self._help: dict[str, str] = {}
         self._counters = counters
         self._tiles = tiles
         self._history: deque[dict[str, Any]] = deque(maxlen=history)
@@ -240,7 +245,7 @@ class _Poller(widgets.VBox):
     def _draw(self) -> None:
         if self.latest is not None:
             self._header.value = self._header_html(self.latest)
-            shown = {k for t in self._tiles for k in (t.key, t.also) if k}
+            shown = {k for t in self._tiles for k in (t.key, t.also) if k} | _FLAGS
             self._config.value = _field_table(
                 {k: v for k, v in self.latest.items() if k not in shown}
             )
@@ -258,13 +263,18 @@ class _Poller(widgets.VBox):
         tiles = []
         for tile in self._tiles:
             also = f" <small>consumer {record[tile.also]:,}</small>" if tile.also else ""
+            tip = html.escape(self._help.get(tile.key, ""), quote=True)
             tiles.append(
-                f"<div style='{_TILE_STYLE}'>"
+                f"<div style='{_TILE_STYLE}' title='{tip}'>"
                 f"<div style='font-size:11px;opacity:.7'>{tile.label}</div>"
                 f"<div><b style='font-size:15px'>{record[tile.key]:,}</b>{also}</div>"
                 f"{_sparkline([r[tile.key] for r in recent])}</div>"
             )
-        return f"<div class='jsnb-state-counters'>{''.join(tiles)}</div>"
+        return f"<div class='jsnb-state-counters'>{''.join(tiles)}</div>{self._flags(record)}"
+
+    def _flags(self, record: dict[str, Any]) -> str:
+        """Badges for states a counter alone does not show (none for a stream)."""
+        return ""
 
 
 def _sparkline(values: list[int]) -> str:
@@ -310,6 +320,11 @@ class ConsumerState(_Poller):
 
     *ps_or_js* is a :class:`jsnb.JetStreamPubSub` or a nats-py ``JetStreamContext``;
     the consumer can be any on *stream*, durable or ephemeral, jsnb's or not.
+    Each counter explains itself on hover (and in :meth:`explain`); a badge
+    says when the consumer is stalled at maxAckPending or paused. Given the
+    *metadata* that should describe the consumer (a manifest, or the
+    subscription's), the view also shows where the server's config differs
+    from it (``drift``, as ``sub.drift()`` returns it).
     """
 
     def __init__(
@@ -318,27 +333,154 @@ class ConsumerState(_Poller):
         stream: str,
         consumer: str,
         *,
+        metadata: Mapping[str, Any] | Metadata | None = None,
         interval: float = 1.0,
         history: int = 3600,
     ) -> None:
         self.stream = stream
         self.consumer = consumer
+        self.metadata = (
+            None if metadata is None else Metadata.from_properties(metadata, allow_embedded=True)
+        )
+        self._drift: list[FieldDrift] = []
+        self._drift_view = widgets.HTML()
         super().__init__(
             f"consumer {consumer} on stream {stream}",
             lambda: ps_or_js.consumer_info(stream, consumer),
-            consumer_record,
+            self._record,
             CONSUMER_COUNTERS,
             CONSUMER_TILES,
             interval=interval,
             history=history,
         )
+        self._help = COUNTER_HELP
+        if self.metadata is not None:
+            details = self.children[3]
+            details.children = (*details.children, self._drift_view)
+            details.set_title(1, "drift from the metadata")
 
     @classmethod
     def for_subscription(
         cls, sub: Subscription, *, interval: float = 1.0, history: int = 3600
     ) -> ConsumerState:
         """The consumer behind *sub* (it must have started: ``await ps.subscribe(...)``)."""
-        return cls(sub.pubsub, sub.stream, sub.consumer, interval=interval, history=history)
+        return cls(
+            sub.pubsub,
+            sub.stream,
+            sub.consumer,
+            metadata=sub.md,
+            interval=interval,
+            history=history,
+        )
+
+    def _record(self, info: api.ConsumerInfo) -> dict[str, Any]:
+        if self.metadata is not None:
+            self._drift = compare(self.metadata, info.config)
+        return consumer_record(info)
+
+    @property
+    def drift(self) -> pd.DataFrame:
+        """The last poll's config next to the metadata's, one row per field (as ``sub.drift()``)."""
+        return to_frame(row.as_row() for row in self._drift)
+
+    def explain(self) -> pd.DataFrame:
+        """Each counter of the last poll, its value and what it means."""
+        import pandas as pd
+
+        record = self.latest or {}
+        rows = [
+            {"counter": key, "value": record.get(key), "meaning": meaning}
+            for key, meaning in COUNTER_HELP.items()
+        ]
+        return pd.DataFrame(rows, columns=["counter", "value", "meaning"])
+
+    def plot(self, ax: Any = None) -> Figure:
+        """The history of delivered, ack floor, ack pending and redelivered over time."""
+        from matplotlib.figure import Figure
+
+        fig: Figure
+        if ax is None:
+            fig = Figure(figsize=(7, 2.6), layout="constrained")
+            ax = fig.subplots()
+        else:
+            fig = ax.figure
+        frame = self.history
+        for key, label in _PLOTTED.items():
+            ax.plot(frame["time"], frame[key], label=label, linewidth=1.5)
+        ax.set_title(f"consumer {self.consumer} on stream {self.stream}", fontsize=9)
+        ax.set_ylabel("messages / sequence")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return fig
+
+    def _flags(self, record: dict[str, Any]) -> str:
+        badges = []
+        if record["stalled"]:
+            badges.append(
+                _badge(
+                    "#c62828",
+                    f"stalled: {record['num_ack_pending']:,} ack pending = maxAckPending, "
+                    f"{record['num_pending']:,} waiting",
+                    COUNTER_HELP["stalled"],
+                )
+            )
+        if record["paused"]:
+            badges.append(_badge("#6d4c41", "paused", "the server delivers nothing until resumed"))
+        drifted = [row.key for row in self._drift if row.differs]
+        if drifted:
+            badges.append(
+                _badge(
+                    "#ef6c00",
+                    f"drift: {', '.join(drifted)}",
+                    "the server's config differs from the metadata; see the drift section",
+                )
+            )
+        return f"<div class='jsnb-state-flags'>{''.join(badges)}</div>" if badges else ""
+
+    def _draw(self) -> None:
+        super()._draw()
+        if self.metadata is not None:
+            self._drift_view.value = _drift_table(self._drift)
+
+
+_PLOTTED = {
+    "delivered_stream_seq": "delivered (stream seq)",
+    "ack_floor_stream_seq": "ack floor (stream seq)",
+    "num_ack_pending": "ack pending",
+    "num_redelivered": "redelivered",
+}
+
+
+def _badge(colour: str, text: str, tip: str) -> str:
+    return (
+        f"<span title='{html.escape(tip, quote=True)}' style='display:inline-block;"
+        f"margin:0 6px 4px 0;padding:1px 6px;border-radius:3px;color:#fff;"
+        f"background:{colour};font-size:12px'>{html.escape(text)}</span>"
+    )
+
+
+def _drift_table(rows: list[FieldDrift]) -> str:
+    if not rows:
+        return "<i>not polled yet</i>"
+    body = []
+    for row in rows:
+        cells = row.as_row()
+        style = "color:#c62828;font-weight:600" if row.differs else ""
+        body.append(
+            f"<tr style='{style}'>"
+            + "".join(
+                f"<td style='text-align:left;padding:1px 10px 1px 0'>{html.escape(_show(v))}</td>"
+                for v in cells.values()
+            )
+            + "</tr>"
+        )
+    head = "".join(
+        f"<th style='text-align:left;padding:1px 10px 1px 0'>{k}</th>" for k in rows[0].as_row()
+    )
+    return (
+        "<div style='overflow-x:auto'><table class='jsnb-drift' style='font-size:12px'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 class StreamState(_Poller):
