@@ -185,6 +185,31 @@ class Dispatcher:
     def cancel(self) -> None:
         """Cancel running handlers (after :meth:`wait_idle` gave up)."""
 
+    async def _while_stopping(self, msg: Msg) -> None:
+        """A delivery that reached a stopping subscription: hand it on, never drop it.
+
+        If the server will deliver it again, a NAK hands it to the next subscriber
+        at once. If it will not (its last allowed delivery, or ackPolicy none),
+        it is handled here, since dropping it would lose it without a word.
+        """
+        d = _delivery(msg.reply) if msg.reply else None
+        if d is None:
+            return
+        if self.policy.terminates and not self.policy.rule.is_last(d.num_delivered):
+            try:
+                await msg.nak()
+            except nats.errors.Error as exc:
+                log.debug("jsnb: handing %s seq %d on: %s", msg.subject, d.stream_seq, exc)
+            return
+        self._busy(1)
+        try:
+            await self._handle_now(msg)
+        finally:
+            self._busy(-1)
+
+    async def _handle_now(self, msg: Msg) -> None:
+        await self._process(msg)
+
     def _busy(self, delta: int) -> None:
         self._active += delta
         if self._active:
@@ -414,7 +439,8 @@ class SingleDispatcher(Dispatcher):
 
     async def on_msg(self, msg: Msg) -> None:
         if self.stopping:
-            return  # left unacked: the server redelivers it after the ack deadline
+            await self._while_stopping(msg)
+            return
         # _busy() inlined: this is the hot path.
         self._active += 1
         self._idle.clear()
@@ -440,6 +466,7 @@ class ParallelDispatcher(Dispatcher):
 
     async def on_msg(self, msg: Msg) -> None:
         if self.stopping:
+            await self._while_stopping(msg)
             return
         await self._slots.acquire()
         self._busy(1)
@@ -470,15 +497,25 @@ class BulkDispatcher(Dispatcher):
         super().__init__(*args, **kwargs)
         self._size, self._wait = size, wait
         self._queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=max(2 * size, 1))
+        self._handing_on: set[asyncio.Future[None]] = set()
         self._batcher = asyncio.create_task(self._run(), name=f"jsnb-bulk-{self.topic}")
 
     async def on_msg(self, msg: Msg) -> None:
         if self.stopping:
+            await self._while_stopping(msg)
             return
         await self._queue.put(msg)
 
+    async def _handle_now(self, msg: Msg) -> None:
+        await self._process_batch([msg])
+
     def cancel(self) -> None:
         self._batcher.cancel()
+        while not self._queue.empty():  # batched but not yet handed to the handler
+            msg = self._queue.get_nowait()
+            task = asyncio.ensure_future(self._while_stopping(msg))
+            self._handing_on.add(task)
+            task.add_done_callback(self._handing_on.discard)
 
     async def _run(self) -> None:
         queue, size = self._queue, self._size

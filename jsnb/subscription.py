@@ -405,17 +405,22 @@ class Subscription:
         self._stopping = True
         self._owner._forget(self)
         d = self._dispatcher
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if d is not None:
-            if not d.policy.terminates and self._psub is not None:
-                # ackPolicy none: the server counts a delivery as done, so what it has
-                # delivered is handled, not dropped (drain runs the queued callbacks).
-                try:
-                    await asyncio.wait_for(self._psub.drain(), timeout)
-                except Exception as exc:
-                    log.warning("jsnb: draining %s: %s", self.topic, exc)
-                self._psub = None
             d.stopping = True
-            if not await d.wait_idle(timeout):
+            psub, self._psub = self._psub, None
+            if psub is not None:
+                # Drain: the server stops sending, and what it already sent runs through
+                # on_msg, which hands each delivery on rather than dropping it.
+                try:
+                    await asyncio.wait_for(psub.drain(), timeout)
+                except Exception as exc:  # timeout, or a connection that is gone
+                    log.debug("jsnb: draining %s: %s", self.topic, exc)
+                    # nats-py has no public way to stop a subscription whose drain did
+                    # not finish; without this its task runs the hung handler on.
+                    psub._stop_processing()
+            if not await d.wait_idle(max(deadline - loop.time(), 0.0)):
                 log.warning(
                     "jsnb: handlers of %s still running after %gs; cancelled", self.topic, timeout
                 )
