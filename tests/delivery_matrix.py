@@ -338,8 +338,14 @@ async def _check(
         for seq in range(1, (info.state.last_seq or 0) + 1):
             msg = await js.get_msg(dlq_stream, seq)
             dead.add(int((msg.headers or {})["Jsnb-Original-Sequence"]))
+    # ackPolicy none is at-most-once by the server's design: a delivery in flight when a
+    # subscriber goes away (on the wire, or sent just as its interest ends) is gone for
+    # good. So under a fault only the messages published after it must all end.
+    at_most_once = case.ack_policy == "none" and case.fault != "none"
     for seq in range(1, MESSAGES + 1):
         outcome = final.get(seq)
+        if outcome is None and at_most_once and seq <= MESSAGES // 2:
+            continue
         if outcome is None:
             seen = [f"{e.num_delivered}:{e.outcome.value}" for e in events if e.stream_seq == seq]
             report.violations.append(f"seq {seq}: no final outcome (attempts {seen})")
