@@ -221,7 +221,9 @@ async def test_bulk_handler_may_answer_in_daprs_words(
     ps: JetStreamPubSub, nats_server: NatsServer
 ) -> None:
     words = {b"ok": "SUCCESS", b"again": "retry", b"drop": "DROP", b"dead": "Drop"}
-    async with await make(nats_server, backOff="50ms", maxDeliver=3) as consumer:
+    # backOff is also the ack deadline: 1 s, so a busy machine does not redeliver a
+    # message while its batch is still being gathered (that would supersede it).
+    async with await make(nats_server, backOff="1s", maxDeliver=3) as consumer:
         events: list[jsnb.DeliveryEvent] = []
         consumer.add_listener(events.append)
 
