@@ -128,6 +128,8 @@ def _being_cancelled() -> bool:
 class Dispatcher:
     """Turns deliveries into handler calls and settlements; counts and reports them."""
 
+    _overlaps = True  # attempts of one message may run at once (not in single mode)
+
     def __init__(
         self,
         topic: str,
@@ -157,7 +159,8 @@ class Dispatcher:
         self.stopping = False
         # Per message with an attempt running here: how many run, the newest delivery
         # count seen, and the server's max-deliveries word if it came meanwhile.
-        self._running: dict[int, int] = {}
+        self._running: dict[int, int] = {}  # (single mode keeps only _current)
+        self._current = 0
         self._newest: dict[int, int] = {}
         self._gave_up: dict[int, int] = {}
         # Recent messages this subscription ended as exhausted (the server's advisory
@@ -230,9 +233,12 @@ class Dispatcher:
             self.last_stream_seq = seq
         if self.unsettled is not None:
             self.unsettled.add(seq)
-        self._running[seq] = self._running.get(seq, 0) + 1
-        if delivery.num_delivered > self._newest.get(seq, 0):
-            self._newest[seq] = delivery.num_delivered
+        if self._overlaps:
+            self._running[seq] = self._running.get(seq, 0) + 1
+            if delivery.num_delivered > self._newest.get(seq, 0):
+                self._newest[seq] = delivery.num_delivered
+        else:
+            self._current = seq
         self.policy.arrived(delivery)
         self.delivered += 1
         metadata: dict[str, str] = {}
@@ -287,6 +293,9 @@ class Dispatcher:
     def _finish(self, d: Delivery) -> tuple[bool, bool]:
         """This attempt is over: (was a newer delivery seen meanwhile, had the server given up)."""
         seq = d.stream_seq
+        if not self._overlaps:  # one attempt at a time: none can be stale
+            self._current = 0
+            return False, bool(self._gave_up) and self._gave_up.pop(seq, None) is not None
         stale = self._newest.get(seq, 0) > d.num_delivered
         gave_up = seq in self._gave_up
         left = self._running.get(seq, 1) - 1
@@ -351,7 +360,7 @@ class Dispatcher:
         """
         if self._reported.discard(seq):
             return  # this subscription reported it already
-        if seq in self._running:
+        if seq in self._running if self._overlaps else seq == self._current:
             self._gave_up[seq] = deliveries
             return
         if seq in self._abandoned:
@@ -436,6 +445,8 @@ class Dispatcher:
 
 class SingleDispatcher(Dispatcher):
     """``concurrencyMode: single``: one handler at a time, in delivery order."""
+
+    _overlaps = False
 
     async def on_msg(self, msg: Msg) -> None:
         if self.stopping:
