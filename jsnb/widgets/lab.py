@@ -223,7 +223,8 @@ class RedeliveryLab(widgets.VBox):
         fig.savefig(buffer, format="png", dpi=90)
         self.plot.value = buffer.getvalue()
         attempts = last.attempts
-        shown = attempts.head(SHOWN_ATTEMPTS)
+        # The page shows what a row compares; the DataFrame keeps every column.
+        shown = attempts.head(SHOWN_ATTEMPTS).drop(columns=["stream_seq", "settled_s"])
         more = len(attempts) - len(shown)
         note = (
             f"<p>… {more} more attempts in <code>lab.results[-1].attempts</code></p>"
