@@ -186,10 +186,10 @@ class _Policy:
                     d.stream,
                 )
                 return Settled(Outcome.EXHAUSTED, None, note)
-            await self._terminate(msg)
+            await self._terminate(msg, d)
             return Settled(Outcome.DEAD_LETTER)
         if drop:
-            await self._terminate(msg)
+            await self._terminate(msg, d)
             return Settled(Outcome.TERM)
         log.warning(
             "jsnb: %s seq %d failed its last allowed delivery (%d); it stays in stream %s "
@@ -201,7 +201,7 @@ class _Policy:
         )
         return Settled(Outcome.EXHAUSTED)
 
-    async def _terminate(self, msg: Msg) -> None:
+    async def _terminate(self, msg: Msg, d: Delivery) -> None:
         if self.terminates:
             await msg.term()
 
@@ -228,18 +228,21 @@ class NoAcks(_Policy):
 class CumulativeAcks(_Policy):
     """``ackPolicy: all``: acking sequence N acks everything at or below N.
 
-    A success is only sent once every lower sequence delivered to us is settled,
-    so an ack never covers an unfinished message. Sequences another subscriber
-    of the same durable left unacknowledged (a restart) are a *barrier*: nothing
-    is acked until as many distinct ones as the server reported were redelivered
-    to us and settled, or the server gave up on them. Queue groups are refused
-    with this policy (metadata).
+    The server reads a TERM the same way (it ends every lower sequence too), so
+    a success *and* a termination are only sent once every lower sequence
+    delivered to us is settled: neither may cover an unfinished message, such
+    as a lower one NAKed and due back. Sequences another subscriber of the same
+    durable left unacknowledged (a restart) are a *barrier*: nothing is sent
+    until as many distinct ones as the server reported were redelivered to us
+    and settled, or the server gave up on them. Queue groups are refused with
+    this policy (metadata).
     """
 
     def __init__(self, rule: RetryRule, dead_letter: DeadLetter | None) -> None:
         super().__init__(rule, dead_letter)
         self._unresolved: set[int] = set()
-        self._done: dict[int, Msg] = {}
+        # seq -> (the delivery to answer, whether to TERM it rather than ack it)
+        self._done: dict[int, tuple[Msg, bool]] = {}
         self._barrier_seq = 0
         self._barrier_left = 0
         self._barrier_counted: set[int] = set()
@@ -250,7 +253,7 @@ class CumulativeAcks(_Policy):
 
     @property
     def held(self) -> int:
-        """Successes waiting for a lower sequence before their ack can be sent."""
+        """Acks and terminations waiting for a lower sequence before they can be sent."""
         return len(self._done)
 
     def arrived(self, d: Delivery) -> None:
@@ -259,8 +262,8 @@ class CumulativeAcks(_Policy):
     def reset(self) -> None:
         self._done.clear()
 
-    def _resolved(self, seq: int) -> Msg | None:
-        """*seq* needs nothing more; the message whose ack is now safe to send, if any."""
+    def _resolved(self, seq: int) -> tuple[Msg, bool] | None:
+        """*seq* needs nothing more; the answer that is now safe to send, if any."""
         self._unresolved.discard(seq)
         if self._barrier_left and seq <= self._barrier_seq and seq not in self._barrier_counted:
             self._barrier_counted.add(seq)  # once per sequence, however often redelivered
@@ -273,33 +276,37 @@ class CumulativeAcks(_Policy):
         ready = [s for s in self._done if floor is None or s < floor]
         if not ready:
             return None
-        top = max(ready)
-        chosen = self._done[top]
+        # The highest answer covers the rest: whether each of them was an ack or a
+        # TERM, the message is finished here.
+        chosen = self._done[max(ready)]
         for s in ready:
             del self._done[s]
         return chosen
 
-    async def success(self, msg: Msg, d: Delivery) -> None:
-        self._done[d.stream_seq] = msg
-        ready = self._resolved(d.stream_seq)
+    async def _send_ready(self, seq: int) -> None:
+        ready = self._resolved(seq)
         if ready is not None:
-            await ready.ack()
+            msg, terminate = ready
+            await (msg.term() if terminate else msg.ack())
+
+    async def success(self, msg: Msg, d: Delivery) -> None:
+        self._done[d.stream_seq] = (msg, False)
+        await self._send_ready(d.stream_seq)
 
     async def abandoned(self, seq: int, deliveries: int) -> Settled:
         settled = await super().abandoned(seq, deliveries)
-        ready = self._resolved(seq)
-        if ready is not None:
-            await ready.ack()
+        await self._send_ready(seq)
         return settled
+
+    async def _terminate(self, msg: Msg, d: Delivery) -> None:
+        self._done[d.stream_seq] = (msg, True)  # sent by _end, once nothing lower is open
 
     async def _end(
         self, msg: Msg, d: Delivery, error: BaseException, *, last: bool, drop: bool = False
     ) -> Settled:
         settled = await super()._end(msg, d, error, last=last, drop=drop)
         if settled.outcome is not Outcome.NAK:
-            ready = self._resolved(d.stream_seq)
-            if ready is not None:
-                await ready.ack()
+            await self._send_ready(d.stream_seq)
         return settled
 
 

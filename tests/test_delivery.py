@@ -468,3 +468,38 @@ async def test_restart_barrier_counts_each_previous_message_once(
         await eventually(lambda: sum(d == b"A" for d, _ in handled) >= 2)  # A came back twice
         await ps.publish("orders", b"C", metadata=raw)
         await eventually(lambda: {d for d, _ in handled} == {b"A", b"B", b"C"}, timeout=30)
+
+
+@pytest.mark.parametrize("dead_letter", [False, True], ids=["term", "dead-letter"])
+async def test_cumulative_term_waits_for_a_lower_retry(
+    ps: JetStreamPubSub, nats_server: NatsServer, dead_letter: bool
+) -> None:
+    """Under ``ackPolicy: all`` the server reads a TERM as an ack of every lower sequence.
+
+    So a dropped (or dead-lettered) message must not be terminated while a lower
+    one is NAKed and due back: that would end the lower one unhandled.
+    """
+    raw = {"rawPayload": "true"}
+    meta = {**raw, "deadLetterTopic": "dlq"} if dead_letter else raw
+    events: list[jsnb.DeliveryEvent] = []
+    async with await make(nats_server, ackPolicy="all", backOff="300ms", maxDeliver=3) as sub:
+        sub.add_listener(events.append)
+
+        def handler(batch: list[Message]) -> dict[str, str]:
+            # Both in one batch: A is retried, B (higher) is dropped in the same pass.
+            return {
+                m.entry_id: "SUCCESS"
+                if m.delivery.num_delivered > 1
+                else ("RETRY" if m.data == b"A" else "DROP")
+                for m in batch
+            }
+
+        await sub.bulk_subscribe("orders", handler, max_messages=2, max_await_ms=500, metadata=meta)
+        await ps.publish("orders", b"A", metadata=raw)
+        await ps.publish("orders", b"B", metadata=raw)
+        await eventually(
+            lambda: any(e.preview == b"A" and e.outcome is Outcome.ACK for e in events)
+        )
+    by = {(e.preview, e.num_delivered): e.outcome for e in events}
+    assert by[(b"A", 1)] is Outcome.NAK
+    assert by[(b"B", 1)] is (Outcome.DEAD_LETTER if dead_letter else Outcome.TERM)
