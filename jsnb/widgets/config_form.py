@@ -120,7 +120,8 @@ class ConfigForm(widgets.VBox):
 
     Args:
         metadata: Initial values (a ``Metadata`` or Dapr's property map);
-            without it every field starts at its default and ``natsURL`` empty.
+            without it every field starts at its default and ``natsURL`` is
+            ``embedded``: the metadata ``JetStreamPubSub({})`` runs with.
         keys: Show only these fields (a sub-form, e.g. retry settings);
             the others keep their values from *base*.
         base: Values of the fields not shown; defaults to *metadata*.
@@ -143,11 +144,10 @@ class ConfigForm(widgets.VBox):
         base: Metadata | Mapping[str, Any] | None = None,
     ) -> None:
         base_md = Metadata.from_properties(base, allow_embedded=True) if base is not None else None
-        start = (
-            Metadata.from_properties(metadata, allow_embedded=True)
-            if metadata is not None
-            else base_md
-        )
+        if metadata is not None:
+            start = Metadata.from_properties(metadata, allow_embedded=True)
+        else:  # as JetStreamPubSub({}) reads nothing: every default, the embedded server
+            start = base_md or Metadata.from_properties({}, allow_embedded=True)
         self._base = base_md or start
         self._metadata: Metadata | None = None
         self._errors: dict[str, str] = {}

@@ -34,6 +34,7 @@ from nats.js import api
 from jsnb.consumer import FieldDrift, compare
 from jsnb.metadata import Metadata
 from jsnb.state import COUNTER_HELP, consumer_record, stream_record, to_frame
+from jsnb.widgets.consumer_actions import ConsumerActions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -354,10 +355,16 @@ class ConsumerState(_Poller):
             history=history,
         )
         self._help = COUNTER_HELP
+        details = self.children[3]
         if self.metadata is not None:
-            details = self.children[3]
             details.children = (*details.children, self._drift_view)
-            details.set_title(1, "drift from the metadata")
+            details.set_title(len(details.children) - 1, "drift from the metadata")
+        # Actions need a component (a bare JetStreamContext has no explorer calls).
+        self.actions: ConsumerActions | None = None
+        if hasattr(ps_or_js, "jetstream"):
+            self.actions = ConsumerActions(ps_or_js, stream, consumer, on_done=self.refresh)
+            details.children = (*details.children, self.actions)
+            details.set_title(len(details.children) - 1, "actions: pause, resume, reset")
 
     @classmethod
     def for_subscription(
