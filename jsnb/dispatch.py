@@ -142,6 +142,7 @@ class Dispatcher:
     ) -> None:
         self.topic = topic
         self.policy = policy
+        self._arrived = policy.arrived if policy.watches_arrivals else None
         self.consumer = ""
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
@@ -239,7 +240,8 @@ class Dispatcher:
                 self._newest[seq] = delivery.num_delivered
         else:
             self._current = seq
-        self.policy.arrived(delivery)
+        if self._arrived is not None:
+            self._arrived(delivery)
         self.delivered += 1
         metadata: dict[str, str] = {}
         headers = msg.headers
