@@ -341,7 +341,8 @@ def _secret_store(component: Mapping[str, Any]) -> str:
 def _manifest(
     component: Mapping[str, Any], md: Metadata, refs: Mapping[str, Mapping[str, Any]]
 ) -> Manifest:
-    meta = component.get("metadata") if isinstance(component.get("metadata"), Mapping) else {}
+    found = component.get("metadata")
+    meta: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     scopes = component.get("scopes")
     values = md.as_properties(defaults=True)
     return Manifest(

@@ -306,7 +306,7 @@ async def browse_stream(
         seq = found.seq if found is not None else last + 1
     else:
         seq = first
-    rows = []
+    rows: list[dict[str, Any]] = []
     while len(rows) < limit and seq <= last:
         msg = await reader.get({"seq": seq, "next_by_subj": subject or ">"})
         if msg is None or msg.seq > last:
@@ -393,7 +393,7 @@ async def pause_consumer(
     js = ps.jetstream
     await _existing(js, stream, consumer)
     await js.pause_consumer(stream, consumer, moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-    return await js.consumer_info(stream, consumer)
+    return await _existing(js, stream, consumer)
 
 
 async def resume_consumer(ps: _Server, stream: str, consumer: str) -> api.ConsumerInfo:
@@ -401,7 +401,7 @@ async def resume_consumer(ps: _Server, stream: str, consumer: str) -> api.Consum
     js = ps.jetstream
     await _existing(js, stream, consumer)
     await js.resume_consumer(stream, consumer)
-    return await js.consumer_info(stream, consumer)
+    return await _existing(js, stream, consumer)
 
 
 async def reset_consumer(
@@ -426,13 +426,14 @@ async def reset_consumer(
 
 async def _existing(js: JetStreamContext, stream: str, consumer: str) -> api.ConsumerInfo:
     try:
-        return await js.consumer_info(stream, consumer)
+        info: api.ConsumerInfo = await js.consumer_info(stream, consumer)
     except nats.js.errors.NotFoundError:
-        names = sorted(info.name for info in await _consumers(js, stream))
+        names = sorted(c.name for c in await _consumers(js, stream))
         raise ConsumerNotFoundError(
             f"jsnb: consumer {consumer!r} does not exist on stream {stream!r}; its consumers: "
             f"{', '.join(names) or 'none'}"
         ) from None
+    return info
 
 
 def _until(until: dt.datetime | dt.timedelta | str) -> dt.datetime:

@@ -300,16 +300,16 @@ class JetStreamPubSub:
                     )
                 )
                 continue
-            exc = future.exception()
-            if exc is None:
+            error = future.exception()
+            if error is None:
                 ack = future.result()
                 results[entry_id] = PublishResult(ack.stream, ack.seq, bool(ack.duplicate), msg_id)
                 continue
-            if isinstance(exc, nats.js.errors.NoStreamResponseError):
+            if isinstance(error, nats.js.errors.NoStreamResponseError):
                 if no_answer is None:
                     no_answer = await self._no_answer(topic)
-                exc = no_answer
-            failures.append(BulkPublishFailure(entry_id, exc))
+                error = no_answer
+            failures.append(BulkPublishFailure(entry_id, error))
         return BulkPublishResponse(failed_entries=failures, results=results)
 
     async def _wait_for_room(
@@ -394,7 +394,7 @@ class JetStreamPubSub:
 
     async def ping(self) -> None:
         """Round-trip to the server and JetStream; raises if either does not answer."""
-        await self.nc.flush(timeout=self.publish_timeout)
+        await self.nc.flush(timeout=self.publish_timeout)  # type: ignore[arg-type]  # nats-py says int; a float works
         await self.jetstream.account_info()
 
     def features(self) -> frozenset[Feature]:
@@ -410,7 +410,8 @@ class JetStreamPubSub:
         return await self.jetstream.stream_info(stream)
 
     async def consumer_info(self, stream: str, consumer: str) -> api.ConsumerInfo:
-        return await self.jetstream.consumer_info(stream, consumer)
+        info: api.ConsumerInfo = await self.jetstream.consumer_info(stream, consumer)
+        return info
 
     async def delete_consumer(self, stream: str, consumer: str) -> bool:
         """Delete a (durable) consumer, e.g. to change settings the server cannot update."""

@@ -466,7 +466,8 @@ class NatsServer(_Lifecycle):
             raise ServerError(
                 f"jsnb: {self.monitor_url}/{endpoint} answered HTTP {status}: {body!r}"
             )
-        return json.loads(body)
+        answer: dict[str, Any] = json.loads(body)
+        return answer
 
     # -- lifecycle --------------------------------------------------------
 
@@ -869,7 +870,7 @@ def _api_answers(node: NatsServer, timeout: float = 2.0) -> bool | None:
             while line := reader.readline():
                 if line.startswith(b"MSG "):
                     body = json.loads(reader.read(int(line.split()[-1])))
-                    return body.get("error", {}).get("code") != 503
+                    return bool(body.get("error", {}).get("code") != 503)
                 if line.startswith(b"HMSG "):
                     return False
                 if line.startswith(b"-ERR"):

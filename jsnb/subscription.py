@@ -68,6 +68,10 @@ class SubscriptionHost(Protocol):
 
     def _forget(self, sub: Subscription) -> None: ...
 
+    async def consumer_info(self, stream: str, consumer: str) -> api.ConsumerInfo: ...
+
+    async def stream_info(self, stream: str) -> api.StreamInfo: ...
+
 
 class Subscription:
     """One topic subscription of a :class:`jsnb.JetStreamPubSub`.
@@ -246,7 +250,8 @@ class Subscription:
                 "consumer would delete the messages it has not settled; set durableName",
                 key="durableName",
             )
-        created = info.created.timestamp() if getattr(info, "created", None) else 0
+        when = getattr(info, "created", None)
+        created = when.timestamp() if when is not None else 0
         return f"{self.stream}-{int(created * 1e6)}" if created else self.stream
 
     async def _check_dead_letter_topic(self) -> None:
@@ -335,7 +340,8 @@ class Subscription:
 
     async def consumer_info(self) -> api.ConsumerInfo:
         """The server's view of this subscription's consumer."""
-        return await self._js.consumer_info(self.stream, self.consumer)
+        info: api.ConsumerInfo = await self._js.consumer_info(self.stream, self.consumer)
+        return info
 
     async def stream_info(self) -> api.StreamInfo:
         """The server's view of the stream this subscription reads."""
@@ -414,7 +420,7 @@ class Subscription:
                 # Drain: the server stops sending, and what it already sent runs through
                 # on_msg, which hands each delivery on rather than dropping it.
                 try:
-                    await asyncio.wait_for(psub.drain(), timeout)
+                    await asyncio.wait_for(psub.drain(), timeout)  # type: ignore[no-untyped-call]
                 except Exception as exc:  # timeout, or a connection that is gone
                     log.debug("jsnb: draining %s: %s", self.topic, exc)
                     # nats-py has no public way to stop a subscription whose drain did

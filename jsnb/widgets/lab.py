@@ -231,7 +231,7 @@ class RedeliveryLab(widgets.VBox):
             if more
             else ""
         )
-        table = shown.to_html(index=False, float_format="%.3f", na_rep="", border=0)
+        table = shown.to_html(index=False, float_format="{:.3f}".format, na_rep="", border=0)
         self.attempts_view.value = _scrollable(table) + note
 
 

@@ -83,7 +83,7 @@ class _RowsView(anywidget.AnyWidget):
 
     _esm = _HERE / "message_table.js"
     _css = _HERE / "message_table.css"
-    columns = traitlets.List().tag(sync=True)
+    columns: traitlets.List[str] = traitlets.List().tag(sync=True)
     shown_rows = traitlets.Int().tag(sync=True)
     visible_rows = traitlets.Int().tag(sync=True)
 

@@ -181,7 +181,7 @@ class StreamBrowser(widgets.VBox):
     def _since_value(self) -> dt.datetime | str:
         import datetime as dt
 
-        text = self.since.value.strip()
+        text: str = self.since.value.strip()
         try:
             return dt.datetime.fromisoformat(text)
         except ValueError:
