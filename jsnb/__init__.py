@@ -10,18 +10,23 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from jsnb.advisories import Advisories, Advisory, AdvisoryKind, capture_advisories
-from jsnb.connection import ConnectError
-from jsnb.consumer import ConsumerConflictError
 from jsnb.errors import (
+    ArgumentTypeError,
     ComponentClosedError,
+    ConnectError,
+    ConsumerConflictError,
     ConsumerNotFoundError,
+    InvalidArgumentError,
     JsnbError,
+    LoopNotRunningError,
+    MessageNotFoundError,
     MetadataError,
     NoLeaderError,
     PayloadTooLargeError,
     ServerError,
     StreamNotFoundError,
     StreamUnavailableError,
+    WaitTimeoutError,
 )
 from jsnb.explorer import (
     StoredMessage,
@@ -60,6 +65,7 @@ __all__ = [
     "Advisories",
     "Advisory",
     "AdvisoryKind",
+    "ArgumentTypeError",
     "BulkMessageEntry",
     "BulkPublishFailure",
     "BulkPublishResponse",
@@ -72,9 +78,12 @@ __all__ = [
     "Delivery",
     "DeliveryEvent",
     "Feature",
+    "InvalidArgumentError",
     "JetStreamPubSub",
     "JsnbError",
+    "LoopNotRunningError",
     "Message",
+    "MessageNotFoundError",
     "Metadata",
     "MetadataError",
     "NoLeaderError",
@@ -86,6 +95,7 @@ __all__ = [
     "StreamNotFoundError",
     "StreamUnavailableError",
     "Subscription",
+    "WaitTimeoutError",
     "__version__",
     "acked_by",
     "browse_stream",

@@ -40,6 +40,15 @@ import yaml
 from jsnb.errors import MetadataError
 from jsnb.metadata import MASK, DeliverPolicy, Kind, Metadata, _warn, hide_userinfo
 
+__all__ = [
+    "COMPONENT_TYPE",
+    "DEFAULT_NAME",
+    "Manifest",
+    "Ref",
+    "read_component",
+    "render_component",
+]
+
 COMPONENT_TYPE = "pubsub.jetstream"
 DEFAULT_NAME = "jetstream-pubsub"
 # What a secretKeyRef is resolved from: {secret: {key: value}} or (secret, key) -> value.

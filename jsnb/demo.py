@@ -16,6 +16,8 @@ from jsnb.pubsub import JetStreamPubSub
 from jsnb.state import consumer_record, format_records
 from jsnb.streams import ensure_stream
 
+__all__ = ["PROPS", "run_demo"]
+
 PROPS = {"natsURL": "embedded", "durableName": "demo", "backOff": "100ms, 300ms", "maxDeliver": 5}
 
 

@@ -37,6 +37,24 @@ from jsnb.errors import MetadataError
 if TYPE_CHECKING:
     from jsnb.component_yaml import Manifest, Secrets
 
+__all__ = [
+    "DEFAULT_NAME",
+    "DEPRECATED_KEYS",
+    "EMBEDDED",
+    "GROUPS",
+    "IGNORED_KEYS",
+    "MASK",
+    "AckPolicy",
+    "ConcurrencyMode",
+    "DeliverPolicy",
+    "FieldInfo",
+    "Kind",
+    "Metadata",
+    "format_value",
+    "hide_userinfo",
+    "iter_groups",
+]
+
 EMBEDDED = "embedded"
 DEFAULT_NAME = "dapr.io - pubsub.jetstream"
 MASK = "******"

@@ -1,13 +1,17 @@
 """The async ``pubsub.jetstream`` component: init, publish, subscribe, close.
 
 >>> import jsnb
->>> async def main():
-...     async with jsnb.JetStreamPubSub({"natsURL": "embedded"}) as ps:
-...         await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
-...         got = []
-...         sub = await ps.subscribe("orders", lambda m: got.append(m.data))
-...         await ps.publish("orders", {"id": 1})
->>> # asyncio.run(main())
+>>> ps = await jsnb.JetStreamPubSub({"natsURL": "embedded"}).init()  # a local nats-server
+>>> _ = await jsnb.ensure_stream(ps, "QUICKSTART", ["quickstart"])
+>>> got = []
+>>> sub = await ps.subscribe("quickstart", lambda msg: got.append(msg.json()))
+>>> (await ps.publish("quickstart", {"id": 1})).seq
+1
+>>> await jsnb.until(lambda: got)
+[{'id': 1}]
+>>> await ps.jetstream.delete_stream("QUICKSTART")
+True
+>>> await ps.close()
 
 Behaviour follows Dapr's Go component (see docs/behaviour.md for where and
 why we differ): CloudEvents by default, ``Nats-Msg-Id`` from the event id,
@@ -33,7 +37,9 @@ from jsnb.cloudevents import wrap
 from jsnb.connection import PUBLISH_ASYNC_MAX_PENDING, api_prefix, auth_method, connect
 from jsnb.dispatch import BulkHandler, Handler, Listener
 from jsnb.errors import (
+    ArgumentTypeError,
     ComponentClosedError,
+    InvalidArgumentError,
     JsnbError,
     PayloadTooLargeError,
     StreamNotFoundError,
@@ -51,6 +57,8 @@ from jsnb.metadata import Metadata
 from jsnb.streams import stream_for_subject
 from jsnb.subjects import check_topic
 from jsnb.subscription import Subscription
+
+__all__ = ["PUBLISH_TIMEOUT", "JetStreamPubSub"]
 
 log = logging.getLogger("jsnb")
 
@@ -360,7 +368,7 @@ class JetStreamPubSub:
         acked or NAKed on its own. Returning ``None`` means all succeeded.
         """
         if max_messages < 1 or max_await_ms < 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"jsnb: max_messages {max_messages} must be 1 or more and max_await_ms "
                 f"{max_await_ms} 0 or more"
             )
@@ -376,7 +384,7 @@ class JetStreamPubSub:
         self._check_open()
         check_topic(topic, wildcards=True)
         if not callable(handler):
-            raise TypeError(f"jsnb: handler must be callable, not {type(handler).__name__}")
+            raise ArgumentTypeError(f"jsnb: handler must be callable, not {type(handler).__name__}")
         assert self.metadata is not None
         sub = Subscription(self, topic, handler, self.metadata, metadata, bulk=bulk)
         await sub._start()

@@ -1,7 +1,10 @@
 """How a delivery is settled: one ack policy object per ``ackPolicy``.
 
->>> # policy = ack_policy(AckPolicy.EXPLICIT, rule, dead_letter=None)
->>> # outcome = await policy.success(msg, delivery)
+>>> from jsnb.retry import RetryRule
+>>> rule = RetryRule(ack_wait=30.0, backoff=(), max_deliver=3)
+>>> policy = ack_policy(AckPolicy.ALL, rule, dead_letter=None)
+>>> type(policy).__name__, policy.held  # successes waiting for a lower sequence
+('CumulativeAcks', 0)
 
 Each policy decides what to send the server for a success, a failure or a
 drop, and *returns* what became of the delivery (a :class:`Settled`); only the

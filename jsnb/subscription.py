@@ -1,7 +1,9 @@
 """A live subscription: binding to its consumer, recovering it, stopping it.
 
->>> # sub = await ps.subscribe("orders", handler)   # see jsnb.pubsub
->>> # await sub.consumer_info()
+>>> sub = await ps.subscribe("orders", lambda msg: None)   # see jsnb.pubsub
+>>> info = await sub.consumer_info()
+>>> info.config.filter_subject, sub.rule.max_deliver
+('orders', -1)
 
 A subscription composes three parts: the consumer binding here (create, reuse
 or retune the consumer; recover it after an outage; unsubscribe), a

@@ -30,8 +30,10 @@ import traitlets
 
 from jsnb.component_yaml import Secrets, read_component
 from jsnb.durations import format_duration, parse_duration
-from jsnb.errors import MetadataError
+from jsnb.errors import InvalidArgumentError, MetadataError
 from jsnb.metadata import FieldInfo, Kind, Metadata, format_value, iter_groups
+
+__all__ = ["ConfigForm"]
 
 _ERROR_STYLE = "color:#c62828"
 _VALID_STYLE = "color:#2e7d32"
@@ -107,7 +109,9 @@ def _shown_fields(keys: Sequence[str] | None) -> tuple[FieldInfo, ...]:
             wanted.add(Metadata.field_info(key).key)
         except KeyError:
             known = ", ".join(info.key for info in table)
-            raise ValueError(f"jsnb: {key!r} is not a component property; known: {known}") from None
+            raise InvalidArgumentError(
+                f"jsnb: {key!r} is not a component property; known: {known}"
+            ) from None
     return tuple(info for info in table if info.key in wanted)
 
 

@@ -1,7 +1,14 @@
 """Pause, resume and reset a consumer from a notebook, each after a confirmation.
 
->>> # actions = ConsumerActions(ps, "ORDERS", "billing")
->>> # actions   # Pause for [10m] | Resume | Reset to seq [ ]: each asks "Confirm?" first
+>>> _ = await ps.jetstream.add_consumer("ORDERS", durable_name="billing")
+>>> actions = ConsumerActions(ps, "ORDERS", "billing")  # Pause for [10m] | Resume | Reset
+>>> actions.pause_button.click()                         # asks first: nothing happens yet
+>>> bool((await ps.consumer_info("ORDERS", "billing")).paused)
+False
+>>> actions.confirm_button.click()
+>>> await actions.last
+>>> (await ps.consumer_info("ORDERS", "billing")).paused
+True
 
 These change a consumer other processes may depend on (a reset redelivers
 everything from a sequence on, acked or not), so no click acts at once: the
