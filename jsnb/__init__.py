@@ -50,7 +50,7 @@ from jsnb.messages import (
     PublishResult,
 )
 from jsnb.metadata import AckPolicy, ConcurrencyMode, DeliverPolicy, Metadata
-from jsnb.pubsub import JetStreamPubSub
+from jsnb.pubsub import JetStreamPubSub, Lifecycle
 from jsnb.streams import ensure_stream
 from jsnb.subscription import Subscription
 from jsnb.waiting import until
@@ -81,6 +81,7 @@ __all__ = [
     "InvalidArgumentError",
     "JetStreamPubSub",
     "JsnbError",
+    "Lifecycle",
     "LoopNotRunningError",
     "Message",
     "MessageNotFoundError",
