@@ -726,10 +726,11 @@ _SHOWN_GAP = 0.01  # seconds: shorter waits are noise, not worth a bar
 def timeline_figure(results: list[LabResult], axes: list[Any] | None = None) -> Figure:
     """Timelines of one or more runs side by side (shared time axis).
 
-    Per message row: a marker where each delivery arrived (its outcome's
-    colour), a hatched bar while it waited in the client, a pale bar while its
-    handler ran, a blue bar while the server held a first delivery back
-    (maxAckPending), and the server's advisories as small markers beneath.
+    Each message has a band; each of its deliveries a lane in it, top to
+    bottom: a marker where the delivery arrived (its outcome's colour), a
+    hatched bar while it waited in the client, a pale bar while its handler
+    ran, and a blue bar while the server held a first delivery back
+    (maxAckPending). The server's advisories sit on a line under the band.
     """
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -744,40 +745,45 @@ def timeline_figure(results: list[LabResult], axes: list[Any] | None = None) -> 
         fig = axes[0].figure
     for ax, result in zip(axes, results, strict=True):
         rows = attempt_rows(result)
+        lanes = max((r["attempt"] for r in rows), default=1)
+        lane = min(0.6 / lanes, 0.2)
         legend: dict[str, Any] = {}
-        by_message: dict[int, list[float]] = {}
+
+        def y_of(r: dict[str, Any], lane: float = lane) -> float:
+            return r["message"] - 0.35 + lane * (r["attempt"] - 0.5)
+
+        track: dict[int, list[tuple[float, float]]] = {}
         for r in rows:
             if r["arrived_s"] is not None:
-                by_message.setdefault(r["message"], []).append(r["arrived_s"])
-        for message, xs in by_message.items():
-            ax.plot(xs, [message] * len(xs), color="#bbbbbb", linewidth=1, zorder=1)
+                track.setdefault(r["message"], []).append((r["arrived_s"], y_of(r)))
+        for points in track.values():
+            ax.plot(*zip(*points, strict=True), color="#bbbbbb", linewidth=0.8, zorder=1)
+        bar = {"height": lane * 0.8}
         for r in rows:
-            y, arrived, outcome = r["message"], r["arrived_s"], r["outcome"]
+            y, arrived, outcome = y_of(r), r["arrived_s"], r["outcome"]
             if r["held_s"] is not None and r["held_s"] > _SHOWN_GAP:
-                ax.barh(y, r["held_s"], left=arrived - r["held_s"], height=0.3, **_HELD)
+                ax.barh(y, r["held_s"], left=arrived - r["held_s"], **bar, **_HELD)
                 legend["held by the server"] = Patch(label="held by the server", **_HELD)
             if r["waited_s"] is not None and r["waited_s"] > _SHOWN_GAP:
-                ax.barh(y, r["waited_s"], left=arrived, height=0.3, zorder=1.5, **_WAIT)
+                ax.barh(y, r["waited_s"], left=arrived, zorder=1.5, **bar, **_WAIT)
                 legend["waiting in the client"] = Patch(label="waiting in the client", **_WAIT)
-            if outcome is not None and r["started_s"] is not None:
-                colour = _COLOURS.get(outcome, "#000000")
-                ax.barh(
-                    y, r["settled_s"] - r["started_s"], left=r["started_s"], height=0.3,
-                    color=colour, alpha=0.3, zorder=1.2,
-                )  # fmt: skip
             if outcome is not None:
-                x = arrived if arrived is not None else r["settled_s"]
                 colour = _COLOURS.get(outcome, "#000000")
-                ax.scatter([x], [y], color=colour, s=28, zorder=2)
+                if r["started_s"] is not None:
+                    ax.barh(
+                        y, r["settled_s"] - r["started_s"], left=r["started_s"], color=colour,
+                        alpha=0.3, zorder=1.2, **bar,
+                    )  # fmt: skip
+                x = arrived if arrived is not None else r["settled_s"]
+                ax.scatter([x], [y], color=colour, s=22, zorder=2)
                 legend.setdefault(
-                    outcome,
-                    Line2D([], [], marker="o", linestyle="", color=colour, label=outcome),
+                    outcome, Line2D([], [], marker="o", linestyle="", color=colour, label=outcome)
                 )
             if r["server_event"] in _SERVER_MARKERS:
                 marker, colour, label = _SERVER_MARKERS[r["server_event"]]
                 ax.scatter(
-                    [r["server_s"]], [y + 0.3], marker=marker, color=colour, s=18, zorder=3,
-                    edgecolors="black", linewidths=0.4,
+                    [r["server_s"]], [r["message"] + 0.38], marker=marker, color=colour, s=18,
+                    zorder=3, edgecolors="black", linewidths=0.4,
                 )  # fmt: skip
                 legend[label] = Line2D(
                     [], [], marker=marker, linestyle="", color=colour, markeredgecolor="black",
@@ -792,4 +798,6 @@ def timeline_figure(results: list[LabResult], axes: list[Any] | None = None) -> 
         ax.legend(  # beside the data, never over it
             handles=list(legend.values()), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)
         )
+    for ax in axes:  # once every run is drawn: the shared axis ends after the last event
+        ax.set_xlim(left=-0.05)
     return fig
