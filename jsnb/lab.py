@@ -774,6 +774,10 @@ def timeline_figure(results: list[LabResult], axes: list[Any] | None = None) -> 
                         y, r["settled_s"] - r["started_s"], left=r["started_s"], color=colour,
                         alpha=0.3, zorder=1.2, **bar,
                     )  # fmt: skip
+                    legend.setdefault(
+                        "handler running",
+                        Patch(color="#757575", alpha=0.3, label="handler running"),
+                    )
                 x = arrived if arrived is not None else r["settled_s"]
                 ax.scatter([x], [y], color=colour, s=22, zorder=2)
                 legend.setdefault(
