@@ -739,7 +739,9 @@ def timeline_figure(results: list[LabResult], axes: list[Any] | None = None) -> 
 
     fig: Figure
     if axes is None:
-        fig = Figure(figsize=(5.5 * len(results), 3.4), layout="constrained")
+        most = max(r.published for r in results)
+        height = min(max(1.4 + 0.45 * most, 2.4), 5.0)  # room for each band, within reason
+        fig = Figure(figsize=(5.5 * len(results), height), layout="constrained")
         axes = list(fig.subplots(1, len(results), sharex=True, squeeze=False)[0])
     else:
         fig = axes[0].figure
@@ -796,8 +798,8 @@ def timeline_figure(results: list[LabResult], axes: list[Any] | None = None) -> 
         ax.set_title(result.label, fontsize=9)
         ax.set_xlabel("seconds since publish")
         ax.set_ylabel("message")
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.invert_yaxis()
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_ylim(result.published + 0.6, 0.4)  # message 1 on top, each band whole
         ax.grid(axis="x", alpha=0.3)
         ax.legend(  # beside the data, never over it
             handles=list(legend.values()), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)
