@@ -131,7 +131,8 @@ class LabResult:
     published: int
     finished: bool
     rule: RetryRule = field(default_factory=RetryRule)  # the consumer's, as the server held it
-    # The server's account: what it sent, its advisories, what it still held, the copies stored.
+    # The server's account: what it sent, its NAK / terminate / max-deliveries advisories,
+    # what it still held at the end, the dead-letter copies stored.
     sent: list[Sent] = field(default_factory=list)
     advisories: list[Advisory] = field(default_factory=list)
     published_seqs: list[int] = field(default_factory=list)
@@ -186,7 +187,6 @@ class LabResult:
                 "reason": adv.reason,
             }
             for adv in self.advisories
-            if adv.kind in _MESSAGE_EVENTS
         ]
         return pd.DataFrame(
             rows, columns=["server_s", "kind", "stream_seq", "deliveries", "reason"]
@@ -298,14 +298,12 @@ def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
     counts as the server's lateness.
     """
     rule, t0 = result.rule, result.started
-    dropping = result.metadata.ack_policy is AckPolicy.NONE
     index = _index(result)
     sent = {s.consumer_seq: s for s in result.sent}
     handled = {ev.consumer_seq: ev for ev in result.events if ev.consumer_seq}
     said: dict[tuple[int, int], list[Advisory]] = {}
     for adv in result.advisories:
-        if adv.kind in _MESSAGE_EVENTS and adv.stream_seq is not None:
-            said.setdefault((adv.stream_seq, adv.deliveries or 0), []).append(adv)
+        said.setdefault((adv.stream_seq or 0, adv.deliveries or 0), []).append(adv)
 
     def rel(t: float | None) -> float | None:
         return None if t is None else t - t0
@@ -316,12 +314,11 @@ def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
         return r
 
     def client(r: dict[str, Any], ev: DeliveryEvent) -> None:
-        failed = ev.outcome is Outcome.EXHAUSTED and dropping
         naked = ev.outcome is Outcome.NAK
         r.update(
             started_s=rel(ev.received) if ev.consumer_seq else None,
             settled_s=rel(ev.time),
-            outcome="dropped" if failed else ev.outcome.value,
+            outcome="dropped" if _end(result, ev.outcome) == "dropped" else ev.outcome.value,
             nak_delay_s=rule.nak_delay(ev.num_delivered) if naked else None,
             nak_sent_s=rule.nak_request(ev.num_delivered) if naked else None,
             handler_ms=ev.duration * 1000.0,
@@ -399,16 +396,26 @@ def _predict(rows: list[dict[str, Any]], rule: RetryRule) -> None:
 # -- the two accounts ---------------------------------------------------------------
 
 
+def _end(result: LabResult, outcome: Outcome) -> str | None:
+    """The end a final *outcome* means for its message; None for one that is not final.
+
+    Under ackPolicy none nothing redelivers a failure and no copy was made: dropped.
+    """
+    word = _WORD.get(outcome)
+    if word == "exhausted" and result.metadata.ack_policy is AckPolicy.NONE:
+        return "dropped"
+    return word
+
+
 def _client_ends(result: LabResult) -> dict[int, str]:
     """Per message, what the handlers' first final outcome says became of it."""
-    dropping = result.metadata.ack_policy is AckPolicy.NONE
     ends = dict.fromkeys(result.published_seqs, "held")
     decided: set[int] = set()
     for ev in result.events:
-        if ev.outcome in FINAL_OUTCOMES and ev.stream_seq in ends and ev.stream_seq not in decided:
+        word = _end(result, ev.outcome)
+        if word is not None and ev.stream_seq in ends and ev.stream_seq not in decided:
             decided.add(ev.stream_seq)
-            word = _WORD[ev.outcome]
-            ends[ev.stream_seq] = "dropped" if dropping and word == "exhausted" else word
+            ends[ev.stream_seq] = word
     return ends
 
 
@@ -425,7 +432,6 @@ def _server_ends(result: LabResult) -> dict[int, str]:
     gave_up = {a.stream_seq for a in result.advisories if a.kind is AdvisoryKind.MAX_DELIVERIES}
     terminated = {a.stream_seq for a in result.advisories if a.kind is AdvisoryKind.TERMINATED}
     client = _client_ends(result)
-    dropping = result.metadata.ack_policy is AckPolicy.NONE
     held = result.held
     ends = {}
     for seq in result.published_seqs:
@@ -435,7 +441,7 @@ def _server_ends(result: LabResult) -> dict[int, str]:
             ends[seq] = "exhausted"
         elif seq in terminated:
             ends[seq] = "terminated"
-        elif dropping and client[seq] == "dropped":
+        elif client[seq] == "dropped":  # ackPolicy none: only the client knows it failed
             ends[seq] = "dropped"
         elif held and client[seq] == "held":
             ends[seq] = "held"
@@ -466,8 +472,7 @@ def discrepancy_rows(result: LabResult) -> list[dict[str, Any]]:
     client, server = _client_ends(result), _server_ends(result)
     by_seq: dict[int, list[Advisory]] = {}
     for adv in result.advisories:
-        if adv.kind in _MESSAGE_EVENTS and adv.stream_seq is not None:
-            by_seq.setdefault(adv.stream_seq, []).append(adv)
+        by_seq.setdefault(adv.stream_seq or 0, []).append(adv)
     rows = []
 
     def add(seq: int | None, client_word: Any, server_word: Any, why: str) -> None:
