@@ -22,6 +22,11 @@ def assert_delays_match(result: Any) -> None:
         assert abs(row.next_delay_observed_s - want) <= want * 0.1 + 0.05, row
 
 
+def legend(result: Any) -> set[str]:
+    """What the run's timeline says it draws."""
+    return {t.get_text() for t in result.plot().axes[0].get_legend().get_texts()}
+
+
 def assert_accounts_agree(result: Any) -> None:
     assert result.discrepancies.empty, result.discrepancies.to_string()
     assert result.totals == result.client_totals
@@ -146,6 +151,7 @@ async def test_a_hang_in_single_mode_is_explained_by_the_queue(nats_server: Any)
     assert (abs(started - (redelivered["arrived_s"] + redelivered["waited_s"])) < 0.01).all()
     second = df[(df["message"] == 2) & (df["attempt"] == 1)].iloc[0]
     assert second["waited_s"] == pytest.approx(1.4, abs=0.2)  # queued behind message 1
+    assert {"waiting in the client", "handler running", "ack"} <= legend(result)
 
 
 async def test_parallel_slots_make_deliveries_wait_and_the_server_holds_the_rest(
@@ -161,6 +167,7 @@ async def test_parallel_slots_make_deliveries_wait_and_the_server_holds_the_rest
     assert first_of_2["held_s"] == pytest.approx(1.4, abs=0.2)
     retry_of_1 = df[(df["message"] == 1) & (df["attempt"] == 2)].iloc[0]
     assert retry_of_1["waited_s"] == pytest.approx(0.4, abs=0.2)  # for the only handler slot
+    assert {"held by the server", "waiting in the client"} <= legend(result)
 
 
 async def test_attempts_carry_the_servers_events(nats_server: Any) -> None:
@@ -175,6 +182,7 @@ async def test_attempts_carry_the_servers_events(nats_server: Any) -> None:
     dead = df[df["outcome"] == "dead-letter"]
     assert list(dead["server_event"]) == ["terminated", "terminated"]
     assert result.totals["dead_lettered"] == 2 and result.copies == {1: 1, 2: 1}
+    assert {"server: MSG_NAKED", "server: MSG_TERMINATED"} <= legend(result)
     assert_accounts_agree(result)
 
 
@@ -198,6 +206,7 @@ async def test_the_server_giving_up_on_a_queued_message_is_a_loud_discrepancy(
     ]
     assert "max_deliveries" in diff["why"].iloc[0]
     assert "disagree" in result._repr_html_()
+    assert "server: MAX_DELIVERIES" in legend(result)
 
 
 async def test_ack_policy_none_drops_a_failure_and_counts_it(nats_server: Any) -> None:
