@@ -18,19 +18,9 @@ import jsnb
 from jsnb import JetStreamPubSub, Message, MetadataError, Outcome, StreamNotFoundError
 from jsnb.retry import RetryRule
 from jsnb.server import NatsServer
-from tests.support import Recorder, eventually
+from tests.support import Recorder, eventually, make
 
-
-@pytest.fixture
-async def ps(nats_server: NatsServer) -> Any:
-    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
-        await jsnb.ensure_stream(component, "ORDERS", ["orders", "orders.>"])
-        await jsnb.ensure_stream(component, "DLQ", ["dlq"])
-        yield component
-
-
-async def make(server: NatsServer, **props: Any) -> JetStreamPubSub:
-    return await JetStreamPubSub({"natsURL": server.url, **props}).init()
+pytestmark = pytest.mark.streams(ORDERS=["orders", "orders.>"], DLQ=["dlq"])
 
 
 async def _fail(msg: Message) -> None:
