@@ -48,6 +48,7 @@ from jsnb.waiting import until
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
+    from nats.js import api
 
     from jsnb.subscription import Subscription
 
@@ -667,9 +668,9 @@ async def _run_to_end(
     done: set[int],
     seqs: list[int],
     timeout: float,
-) -> tuple[Any, bool]:
+) -> tuple[api.ConsumerInfo, bool]:
     """Wait until the run is over on both sides; the consumer's last info, and whether it was."""
-    last: list[Any] = []
+    last: list[api.ConsumerInfo] = []
 
     async def over() -> bool:
         if not done.issuperset(seqs):
