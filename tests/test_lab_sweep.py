@@ -4,8 +4,8 @@ Issue 19's sweep: every backOff list of the tutorials, ackWait 1s / 2s / unset,
 maxDeliver 2 / 3 / 5 / unlimited, handlers that fail k times, fail at random or
 hang, single and parallel mode, ackPolicy explicit / all / none, maxAckPending
 1 and 2. Each run has its own stream and consumer, so they run concurrently.
-Hangs are chosen clear of the ack deadlines they race (an ack at 1.4 s against
-redeliveries at 1 s and 2 s), so each run has one right answer.
+Hangs are chosen clear of the ack deadlines they race (an ack at 1.3 s against
+redeliveries at 1 s and 2 s, ...), so each run has one right answer.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ FAIL_TWICE = Scenario(messages=3, fail_times=2)
 FAIL_ONCE = Scenario(messages=3, fail_times=1)
 POISON = Scenario(messages=2, fail_times=99)
 RANDOM = Scenario(messages=8, fail_probability=0.4, seed=3)
-HANG = Scenario(messages=2, hang_seconds=1.4)  # acks at 1.4 s and 2.8 s against a 1 s ackWait
+HANG = Scenario(messages=2, hang_seconds=1.3)  # acks at 1.3 s and 2.6 s against a 1 s ackWait
 
 CONFIGS: list[tuple[dict[str, Any], Scenario]] = [
     # every backOff list of the tutorials, ackWait unset (the server uses backOff[0])
@@ -69,7 +69,7 @@ CONFIGS: list[tuple[dict[str, Any], Scenario]] = [
     # hangs: the server redelivers on its own schedule; the client queues
     ({"ackWait": "1s", "maxDeliver": 5}, HANG),
     ({"ackWait": "1s", "maxDeliver": 3}, HANG),
-    ({"ackWait": "1s", "maxDeliver": -1}, Scenario(messages=3, hang_seconds=1.4)),
+    ({"ackWait": "1s", "maxDeliver": -1}, Scenario(messages=3, hang_seconds=1.25)),
     ({"ackWait": "2s", "maxDeliver": 5}, Scenario(messages=2, hang_seconds=2.7)),
     ({"ackWait": "1s", "maxDeliver": 5, "concurrencyMode": "parallel"}, HANG),
     ({"ackWait": "1s", "maxDeliver": 2, "concurrencyMode": "parallel"}, HANG),
@@ -80,7 +80,7 @@ CONFIGS: list[tuple[dict[str, Any], Scenario]] = [
     ({"ackWait": "1s", "maxAckPending": 1, "concurrencyMode": "parallel"}, HANG),
     (
         {"ackWait": "1s", "maxAckPending": 2, "concurrencyMode": "parallel"},
-        Scenario(messages=4, hang_seconds=1.4),
+        Scenario(messages=4, hang_seconds=1.3),
     ),
     ({"ackWait": "1s", "maxAckPending": 1, "maxDeliver": 5}, HANG),
     ({"backOff": "1s, 2s", "maxDeliver": 5}, HANG),  # redelivered after 1 s, then after 2 s
