@@ -69,18 +69,18 @@ class ConsumerConfig(api.ConsumerConfig):
     leaves them out when the server's config comes from nats-py.
     """
 
-    max_request_batch: int | None = None
-    max_request_expires: float | None = None  # seconds
+    max_batch: int | None = None  # maxRequestBatch
+    max_expires: float | None = None  # maxRequestExpires, in seconds
 
     @classmethod
     def from_response(cls, resp: dict[str, Any]) -> Self:
-        cls._convert_nanoseconds(resp, "max_request_expires")
+        cls._convert_nanoseconds(resp, "max_expires")
         return super().from_response(resp)
 
     def as_dict(self) -> dict[str, object]:
         result = super().as_dict()
-        if self.max_request_expires is not None:
-            result["max_request_expires"] = self._to_nanoseconds(self.max_request_expires)
+        if self.max_expires is not None:
+            result["max_expires"] = self._to_nanoseconds(self.max_expires)
         return result
 
 

@@ -313,7 +313,7 @@ class Metadata:
         0,
         minimum=0,
         upstream=False,
-        consumer="max_request_batch",
+        consumer="max_batch",
         updatable=True,
     )
     max_request_expires: timedelta = _f(
@@ -323,7 +323,7 @@ class Metadata:
         "Longest a pull request may wait (pull mode; 0 = no limit)",
         timedelta(0),
         upstream=False,
-        consumer="max_request_expires",
+        consumer="max_expires",
         updatable=True,
     )
     # delivery

@@ -55,6 +55,35 @@ async def _fail(msg: Message) -> None:
             ["maxAckPending", "ackPolicy", "10082"],
             id="no-acks-with-max-ack-pending",
         ),
+        pytest.param(
+            {"inProgress": "5s", "ackWait": "5s"}, ["inProgress", "5s", "ackWait"], id="wpi-slow"
+        ),
+        pytest.param(
+            {"inProgress": "2s", "backOff": "1s, 4s", "maxDeliver": 3},
+            ["inProgress", "2s", "backOff", "1s"],
+            id="wpi-slower-than-backoff",
+        ),
+        pytest.param(
+            {"maxHandlerTime": "10s"}, ["maxHandlerTime", "inProgress"], id="bound-without-wpi"
+        ),
+        pytest.param(
+            {"inProgress": "auto", "ackPolicy": "none"},
+            ["inProgress", "ackPolicy"],
+            id="wpi-no-acks",
+        ),
+        pytest.param(
+            {"consumerMode": "pull", "flowControl": True, "heartbeat": "5s"},
+            ["flowControl", "heartbeat", "push-only", "consumerMode"],
+            id="pull-with-push-fields",
+        ),
+        pytest.param(
+            {"consumerMode": "pull", "rateLimit": 1000}, ["rateLimit", "pull"], id="pull-rate"
+        ),
+        pytest.param(
+            {"maxWaiting": 4, "maxRequestBatch": 8, "maxRequestExpires": "1s"},
+            ["maxWaiting", "maxRequestBatch", "maxRequestExpires", "consumerMode"],
+            id="pull-fields-in-push-mode",
+        ),
     ],
 )
 def test_unsafe_combinations_are_refused_naming_the_keys(
@@ -275,11 +304,12 @@ async def test_retune_keeps_what_the_metadata_leaves_unset(
     assert "maxDeliver 5 -> 7" in line and "backOff [0.1, 1.0] -> [0.2, 1.0]" in line
 
 
+@pytest.mark.parametrize("mode", ["push", "pull"])
 async def test_recreated_ephemeral_consumer_starts_below_unsettled_messages(
-    nats_server: NatsServer,
+    nats_server: NatsServer, mode: str
 ) -> None:
     """Seq 1 is waiting for its NAK delay when the consumer is lost; it must come back."""
-    async with await make(nats_server, backOff="1s", maxDeliver=5) as ps:
+    async with await make(nats_server, backOff="1s", maxDeliver=5, consumerMode=mode) as ps:
         await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
         rec = Recorder()
         attempts: list[tuple[int, int]] = []
@@ -503,3 +533,131 @@ async def test_cumulative_term_waits_for_a_lower_retry(
     by = {(e.preview, e.num_delivered): e.outcome for e in events}
     assert by[(b"A", 1)] is Outcome.NAK
     assert by[(b"B", 1)] is (Outcome.DEAD_LETTER if dead_letter else Outcome.TERM)
+
+
+# -- keep-alive and pull mode (issue 13) ------------------------------------------------------
+
+
+class _Slow:
+    """Takes *seconds* on the first delivery of seq 1; records every delivery."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deliveries: list[tuple[int, int]] = []
+        self.finished = 0
+
+    async def __call__(self, msg: Message) -> None:
+        d = msg.delivery
+        self.deliveries.append((d.stream_seq, d.num_delivered))
+        if d.stream_seq == 1 and d.num_delivered == 1:
+            await asyncio.sleep(self.seconds)
+        self.finished += 1
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+@pytest.mark.parametrize("in_progress", ["off", "auto"])
+async def test_handler_three_times_the_ack_deadline(
+    nats_server: NatsServer, mode: str, in_progress: str
+) -> None:
+    """+WPI keeps a slow delivery alive; without it the server redelivers it meanwhile."""
+    props = {"ackWait": "1s", "consumerMode": mode, "inProgress": in_progress}
+    async with await make(nats_server, concurrencyMode="parallel", **props) as ps:
+        await jsnb.ensure_stream(ps, "SLOW", ["slow"], storage="memory")
+        slow = _Slow(3.0)
+        sub = await ps.subscribe("slow", slow)
+        await ps.publish("slow", "job")
+        await eventually(lambda: slow.finished >= 1, timeout=15)
+        if in_progress == "off":
+            assert (1, 2) in slow.deliveries  # redelivered while the first ran
+        else:
+            await eventually(lambda: sub.acked >= 1)
+            assert slow.deliveries == [(1, 1)]
+            assert sub.keep_alive is not None and sub.keep_alive.sent >= 6  # 3 s / (1 s / 3)
+            info = await eventually(lambda: _settled(sub), timeout=5)  # the server agrees
+            assert info.num_redelivered == 0
+
+
+async def _settled(sub: jsnb.Subscription) -> Any:
+    info = await sub.consumer_info()
+    return info if info.num_ack_pending == 0 else None
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+async def test_max_handler_time_lets_a_hung_handler_be_redelivered(
+    nats_server: NatsServer, mode: str
+) -> None:
+    props = {"ackWait": "1s", "inProgress": "auto", "maxHandlerTime": "1s", "consumerMode": mode}
+    async with await make(nats_server, concurrencyMode="parallel", **props) as ps:
+        await jsnb.ensure_stream(ps, "HUNG", ["hung"], storage="memory")
+        slow = _Slow(30.0)  # hung, as far as the test cares
+        await ps.subscribe("hung", slow)
+        started = time.monotonic()
+        await ps.publish("hung", "job")
+        await eventually(lambda: (1, 2) in slow.deliveries, timeout=10)
+        # Not before maxHandlerTime plus one ack deadline after the last keep-alive.
+        assert time.monotonic() - started >= 1.5
+
+
+async def test_keep_alive_covers_acks_held_back_by_ack_policy_all(nats_server: NatsServer) -> None:
+    """Successes above a slow seq 1 wait for it under ackPolicy all; +WPI keeps them alive."""
+    props = {"ackWait": "1s", "ackPolicy": "all", "inProgress": "auto"}
+    async with await make(nats_server, concurrencyMode="parallel", **props) as ps:
+        await jsnb.ensure_stream(ps, "HELD", ["held"], storage="memory")
+        slow = _Slow(3.0)
+        sub = await ps.subscribe("held", slow)
+        for i in range(5):
+            await ps.publish("held", f"m{i}")
+        await eventually(lambda: slow.finished >= 5, timeout=15)
+        await eventually(lambda: _settled(sub), timeout=5)
+        assert sorted(slow.deliveries) == [(seq, 1) for seq in range(1, 6)]
+
+
+async def test_pull_instances_share_one_durable(nats_server: NatsServer) -> None:
+    """queueGroupName + durableName: two pull instances split the work, each message once."""
+    props = {"consumerMode": "pull", "durableName": "workers", "queueGroupName": "workers"}
+    props["maxRequestBatch"] = 2
+    a, b = Recorder(), Recorder()
+    async with await make(nats_server, **props) as one, await make(nats_server, **props) as two:
+        await jsnb.ensure_stream(one, "WORK", ["work"], storage="memory")
+        await one.subscribe("work", a)
+        await two.subscribe("work", b)
+        for i in range(40):
+            await one.publish("work", f"m{i}")
+        await eventually(lambda: len(a.messages) + len(b.messages) >= 40)
+        seqs = [m.delivery.stream_seq for m in a.messages + b.messages]
+        assert sorted(seqs) == list(range(1, 41)) and a.messages and b.messages
+
+
+async def test_push_durable_is_not_joined_in_pull_mode(
+    ps: JetStreamPubSub, nats_server: NatsServer
+) -> None:
+    async with await make(nats_server, durableName="kind") as push:
+        await push.subscribe("orders", print)
+    async with await make(nats_server, durableName="kind", consumerMode="pull") as pull:
+        with pytest.raises(jsnb.ConsumerConflictError, match=r"push consumer.*consumerMode"):
+            await pull.subscribe("orders", print)
+
+
+async def _stream_back(ps: JetStreamPubSub, stream: str) -> bool:
+    """True once the restarted server serves *stream* again."""
+    try:
+        await ps.jetstream.stream_info(stream)
+    except Exception:
+        return False
+    return True
+
+
+async def test_pull_survives_a_server_restart(nats_server: NatsServer) -> None:
+    """Pull requests die with the server (nats.py #504); the feed asks again after it."""
+    props = {"consumerMode": "pull", "durableName": "survivor"}
+    async with await make(nats_server, **props) as ps:
+        await jsnb.ensure_stream(ps, "LIVE", ["live"])
+        rec = Recorder()
+        sub = await ps.subscribe("live", rec)
+        await ps.publish("live", "before")
+        await eventually(lambda: len(rec.messages) == 1)
+        nats_server.restart()
+        await eventually(lambda: _stream_back(ps, "LIVE"))
+        await ps.publish("live", "after")
+        await eventually(lambda: rec.data == [b"before", b"after"], timeout=30)
+        assert (await sub.state())["consumerMode"] == "pull"
