@@ -112,6 +112,23 @@ class Raw:
         await self.js.delete_consumer(stream, "raw-bulk")
         return await progress.wait()
 
+    async def pull_consume(self, stream: str, subject: str, n: int, batch: int) -> float:
+        """nats-py's fetch loop, acking each message: what jsnb's pull mode does for you."""
+        progress = Progress(n)
+        cfg = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            filter_subject=subject,
+        )
+        psub = await self.js.pull_subscribe(subject, durable="raw-pull", stream=stream, config=cfg)
+        while not progress.done.is_set():
+            for msg in await psub.fetch(batch, timeout=5):
+                progress.hit()
+                await msg.ack()
+        await psub.unsubscribe()
+        await self.js.delete_consumer(stream, "raw-pull")
+        return await progress.wait()
+
     # -- latency -----------------------------------------------------------------------
 
     async def latency(self, stream: str, subject: str, size: int, pacer: Pacer) -> list[float]:
