@@ -122,7 +122,7 @@ class PullFeed:
         left = headers.get("Nats-Pending-Messages")
         self._pending = max(self._pending - int(left), 0) if left else 0
         if any(word in text for word in _GONE) or status == "503":
-            log.warning("jsnb: pull consumer %s: %s %s", self.consumer, status, text)
+            log.debug("jsnb: pull consumer %s: %s %s", self.consumer, status, text)
             self._on_gone()
         elif status == "408":
             await self._request()

@@ -425,6 +425,14 @@ class Subscription:
             if self._feed is not None:  # the server may have restarted: its requests are gone
                 await self._feed.restart(self.consumer)
             return
+        try:
+            await self._js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            # Deleted on purpose (a consumer cannot outlive its stream): nothing to recover.
+            log.info(
+                "jsnb: stream %s of %s is gone; the subscription idles", self.stream, self.topic
+            )
+            return
         cfg = self._config
         d = self._dispatcher
         if not self._durable and d.last_stream_seq:
