@@ -11,7 +11,7 @@ import nats
 import pytest
 from nats.js import api
 
-from jsnb import JetStreamPubSub, Message, ensure_stream
+from jsnb import JetStreamPubSub, Message, consumer_report, ensure_stream
 from jsnb.widgets.consumer_state import (
     CONSUMER_COUNTERS,
     STREAM_COUNTERS,
@@ -272,3 +272,18 @@ async def test_polling_stops_when_the_component_closes(nats_server: Any) -> None
     await ps.close()
     await eventually(lambda: not state.running)
     assert "ComponentClosedError" in (state.error or "")
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+async def test_the_consumer_kind_is_shown(nats_server: Any, mode: str) -> None:
+    """consumerMode reaches the record, the header badge and the consumer report."""
+    props = {"natsURL": nats_server.url, "consumerMode": mode, "durableName": f"kind-{mode}"}
+    async with JetStreamPubSub(props) as component:
+        await ensure_stream(component, "KIND", ["kind"], storage="memory")
+        sub = await component.subscribe("kind", print)
+        state = ConsumerState.for_subscription(sub)
+        rec = await state.refresh()
+        assert rec is not None and rec["consumerMode"] == mode
+        assert f"{mode} consumer" in header(state)
+        report = await consumer_report(component, "KIND")
+        assert report.set_index("consumer").loc[f"kind-{mode}", "mode"] == mode

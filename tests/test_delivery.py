@@ -661,3 +661,20 @@ async def test_pull_survives_a_server_restart(nats_server: NatsServer) -> None:
         await ps.publish("live", "after")
         await eventually(lambda: rec.data == [b"before", b"after"], timeout=30)
         assert (await sub.state())["consumerMode"] == "pull"
+
+
+async def test_pull_request_limits_do_not_retune_a_durable_each_time(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-py cannot read maxRequestBatch back: drift notes it instead of retuning."""
+    props = {"consumerMode": "pull", "durableName": "limits", "maxRequestBatch": 8}
+    props["maxWaiting"] = 16
+    for _ in range(2):
+        async with await make(nats_server, **props) as ps:
+            await jsnb.ensure_stream(ps, "LIMITS", ["limits"], storage="memory")
+            with caplog.at_level(logging.WARNING, logger="jsnb"):
+                sub = await ps.subscribe("limits", print)
+            drift = (await sub.drift()).set_index("field")
+    assert "retuning" not in caplog.text
+    assert "does not read it back" in drift.loc["maxRequestBatch", "note"]
+    assert drift.loc["maxWaiting", "server"] == 16 and not drift.differs.any()
