@@ -109,7 +109,7 @@ class PullFeed:
     async def _receive(self, msg: Msg) -> None:
         self._heard = asyncio.get_running_loop().time()
         if msg.reply:  # a JetStream message
-            self._pending -= 1
+            self._pending = max(self._pending - 1, 0)  # a request from before a restart
             if self._pending <= self.batch // 2:
                 await self._request()
             await self._on_msg(msg)
