@@ -29,6 +29,12 @@ async def ps(nats_server: NatsServer) -> Any:
         yield component
 
 
+@pytest.fixture(params=["push", "pull"])
+def consumer_mode(request: pytest.FixtureRequest) -> str:
+    """Push and pull consumers must pass the same delivery tests (issue 13)."""
+    return str(request.param)
+
+
 async def make(server: NatsServer, **props: Any) -> JetStreamPubSub:
     return await JetStreamPubSub({"natsURL": server.url, **props}).init()
 
@@ -159,9 +165,11 @@ async def test_dead_letter_topic_without_max_deliver_is_warned(ps: JetStreamPubS
         await ps.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlq"})
 
 
-async def test_poison_message_without_ack_wait_does_not_spin(nats_server: NatsServer) -> None:
+async def test_poison_message_without_ack_wait_does_not_spin(
+    nats_server: NatsServer, consumer_mode: str
+) -> None:
     """Upstream NAKs at once without ackWait (thousands of redeliveries a second)."""
-    async with await make(nats_server, ackWait="1s") as ps:
+    async with await make(nats_server, consumerMode=consumer_mode, ackWait="1s") as ps:
         await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
         rec = Recorder(fail_times=1000)
         sub = await ps.subscribe("orders", rec)
@@ -170,7 +178,8 @@ async def test_poison_message_without_ack_wait_does_not_spin(nats_server: NatsSe
         await eventually(lambda: len(rec.attempts.get(1, [])) >= 2, timeout=10)
         gaps = [b - a for a, b in zip(rec.attempts[1], rec.attempts[1][1:], strict=False)]
         assert min(gaps) >= 0.9, gaps
-    async with await make(nats_server) as ps:  # no ackWait: the server's 30 s
+    # No ackWait: the server's 30 s.
+    async with await make(nats_server, consumerMode=consumer_mode) as ps:
         sub = await ps.subscribe("orders", print)
         assert sub.rule == RetryRule(ack_wait=30.0, backoff=(), max_deliver=-1)
 
@@ -179,11 +188,16 @@ async def test_poison_message_without_ack_wait_does_not_spin(nats_server: NatsSe
 
 
 async def test_failed_dead_letter_on_last_delivery_is_exhausted_not_nak(
-    ps: JetStreamPubSub, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+    ps: JetStreamPubSub,
+    nats_server: NatsServer,
+    caplog: pytest.LogCaptureFixture,
+    consumer_mode: str,
 ) -> None:
     events: list[jsnb.DeliveryEvent] = []
     ps.add_listener(events.append)
-    async with await make(nats_server, maxDeliver=2, backOff="50ms") as consumer:
+    async with await make(
+        nats_server, consumerMode=consumer_mode, maxDeliver=2, backOff="50ms"
+    ) as consumer:
         consumer.add_listener(events.append)
         await consumer.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlq"})
         await ps.jetstream.delete_stream("DLQ")  # the dead-letter stream goes away later
@@ -247,12 +261,14 @@ def _dlq_count(ps: JetStreamPubSub, n: int) -> Any:
 
 
 async def test_bulk_handler_may_answer_in_daprs_words(
-    ps: JetStreamPubSub, nats_server: NatsServer
+    ps: JetStreamPubSub, nats_server: NatsServer, consumer_mode: str
 ) -> None:
     words = {b"ok": "SUCCESS", b"again": "retry", b"drop": "DROP", b"dead": "Drop"}
     # backOff is also the ack deadline: 1 s, so a busy machine does not redeliver a
     # message while its batch is still being gathered (that would supersede it).
-    async with await make(nats_server, backOff="1s", maxDeliver=3) as consumer:
+    async with await make(
+        nats_server, consumerMode=consumer_mode, backOff="1s", maxDeliver=3
+    ) as consumer:
         events: list[jsnb.DeliveryEvent] = []
         consumer.add_listener(events.append)
 
@@ -416,11 +432,11 @@ async def test_dead_letter_stream_with_interest_retention_is_refused(
 
 
 async def test_late_failure_of_an_old_attempt_is_superseded_not_nak(
-    ps: JetStreamPubSub, nats_server: NatsServer
+    ps: JetStreamPubSub, nats_server: NatsServer, consumer_mode: str
 ) -> None:
     """Delivery 1 fails after delivery 2 already ended the message: no NAK may follow."""
     props = {"concurrencyMode": "parallel", "maxDeliver": 2, "ackWait": "500ms"}
-    async with await make(nats_server, **props) as consumer:
+    async with await make(nats_server, consumerMode=consumer_mode, **props) as consumer:
         events: list[jsnb.DeliveryEvent] = []
         consumer.add_listener(events.append)
 
@@ -439,10 +455,12 @@ async def test_late_failure_of_an_old_attempt_is_superseded_not_nak(
 
 
 async def test_server_giving_up_on_a_queued_message_is_reported_once(
-    ps: JetStreamPubSub, nats_server: NatsServer
+    ps: JetStreamPubSub, nats_server: NatsServer, consumer_mode: str
 ) -> None:
     """maxDeliver 1: the second message waits behind a slow handler past its deadline."""
-    async with await make(nats_server, maxDeliver=1, ackWait="500ms") as consumer:
+    async with await make(
+        nats_server, consumerMode=consumer_mode, maxDeliver=1, ackWait="500ms"
+    ) as consumer:
         events: list[jsnb.DeliveryEvent] = []
         consumer.add_listener(events.append)
 
@@ -465,7 +483,7 @@ async def test_server_giving_up_on_a_queued_message_is_reported_once(
 
 
 async def test_restart_barrier_counts_each_previous_message_once(
-    ps: JetStreamPubSub, nats_server: NatsServer
+    ps: JetStreamPubSub, nats_server: NatsServer, consumer_mode: str
 ) -> None:
     """A redelivered twice must not lift the barrier while B is still due back."""
     props = {
@@ -486,14 +504,14 @@ async def test_restart_barrier_counts_each_previous_message_once(
         handled.append((msg.data, msg.delivery.num_delivered))
 
     raw = {"rawPayload": "true"}
-    old = await make(nats_server, **props)
+    old = await make(nats_server, consumerMode=consumer_mode, **props)
     await old.subscribe("orders", first_life, metadata=raw)
     await ps.publish("orders", b"A", metadata=raw)
     await asyncio.sleep(1.0)  # the scenario's shape: B is due back 1 s after A
     await ps.publish("orders", b"B", metadata=raw)
     await eventually(lambda: old.subscriptions[0].failed >= 1)  # B NAKed, due back in 2 s
     await old.close(timeout=0.1)
-    async with await make(nats_server, **props) as new:
+    async with await make(nats_server, consumerMode=consumer_mode, **props) as new:
         await new.subscribe("orders", second_life, metadata=raw)
         await eventually(lambda: sum(d == b"A" for d, _ in handled) >= 2)  # A came back twice
         await ps.publish("orders", b"C", metadata=raw)
@@ -502,7 +520,7 @@ async def test_restart_barrier_counts_each_previous_message_once(
 
 @pytest.mark.parametrize("dead_letter", [False, True], ids=["term", "dead-letter"])
 async def test_cumulative_term_waits_for_a_lower_retry(
-    ps: JetStreamPubSub, nats_server: NatsServer, dead_letter: bool
+    ps: JetStreamPubSub, nats_server: NatsServer, dead_letter: bool, consumer_mode: str
 ) -> None:
     """Under ``ackPolicy: all`` the server reads a TERM as an ack of every lower sequence.
 
@@ -512,7 +530,9 @@ async def test_cumulative_term_waits_for_a_lower_retry(
     raw = {"rawPayload": "true"}
     meta = {**raw, "deadLetterTopic": "dlq"} if dead_letter else raw
     events: list[jsnb.DeliveryEvent] = []
-    async with await make(nats_server, ackPolicy="all", backOff="300ms", maxDeliver=3) as sub:
+    async with await make(
+        nats_server, consumerMode=consumer_mode, ackPolicy="all", backOff="300ms", maxDeliver=3
+    ) as sub:
         sub.add_listener(events.append)
 
         def handler(batch: list[Message]) -> dict[str, str]:
