@@ -10,18 +10,23 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from jsnb.advisories import Advisories, Advisory, AdvisoryKind, capture_advisories
-from jsnb.connection import ConnectError
-from jsnb.consumer import ConsumerConflictError
 from jsnb.errors import (
+    ArgumentTypeError,
     ComponentClosedError,
+    ConnectError,
+    ConsumerConflictError,
     ConsumerNotFoundError,
+    InvalidArgumentError,
     JsnbError,
+    LoopNotRunningError,
+    MessageNotFoundError,
     MetadataError,
     NoLeaderError,
     PayloadTooLargeError,
     ServerError,
     StreamNotFoundError,
     StreamUnavailableError,
+    WaitTimeoutError,
 )
 from jsnb.explorer import (
     StoredMessage,
@@ -45,7 +50,7 @@ from jsnb.messages import (
     PublishResult,
 )
 from jsnb.metadata import AckPolicy, ConcurrencyMode, ConsumerMode, DeliverPolicy, Metadata
-from jsnb.pubsub import JetStreamPubSub
+from jsnb.pubsub import JetStreamPubSub, Lifecycle
 from jsnb.streams import ensure_stream
 from jsnb.subscription import Subscription
 from jsnb.waiting import until
@@ -60,6 +65,7 @@ __all__ = [
     "Advisories",
     "Advisory",
     "AdvisoryKind",
+    "ArgumentTypeError",
     "BulkMessageEntry",
     "BulkPublishFailure",
     "BulkPublishResponse",
@@ -73,9 +79,13 @@ __all__ = [
     "Delivery",
     "DeliveryEvent",
     "Feature",
+    "InvalidArgumentError",
     "JetStreamPubSub",
     "JsnbError",
+    "Lifecycle",
+    "LoopNotRunningError",
     "Message",
+    "MessageNotFoundError",
     "Metadata",
     "MetadataError",
     "NoLeaderError",
@@ -87,6 +97,7 @@ __all__ = [
     "StreamNotFoundError",
     "StreamUnavailableError",
     "Subscription",
+    "WaitTimeoutError",
     "__version__",
     "acked_by",
     "browse_stream",

@@ -8,6 +8,8 @@ import sys
 
 import jsnb
 
+__all__ = ["main"]
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jsnb", description=jsnb.__doc__.splitlines()[0])

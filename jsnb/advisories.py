@@ -1,8 +1,13 @@
 """The server's own account of deliveries: JetStream advisories as records, live.
 
->>> # async with ps.advisories("ORDERS", kinds=["nak", "max_deliveries"]) as feed:
->>> #     async for adv in feed:
->>> #         print(adv.kind, adv.stream_seq, adv.deliveries, adv.reason)
+>>> async def fail(msg):
+...     raise RuntimeError("not yet")
+>>> async with ps.advisories("ORDERS", kinds=["nak"]) as feed:
+...     sub = await ps.subscribe("orders", fail)
+...     _ = await ps.publish("orders", {"id": 1})
+...     adv = await anext(feed)
+>>> adv.kind.value, adv.stream_seq, adv.deliveries
+('nak', 1, 1)
 
 nats-server publishes an advisory when a message is NAKed, terminated or
 runs out of deliveries, when a consumer is created, deleted or paused, and
@@ -35,6 +40,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
+from jsnb.errors import InvalidArgumentError
 from jsnb.streams import ensure_stream
 
 if TYPE_CHECKING:
@@ -175,7 +181,9 @@ def parse_kinds(kinds: Iterable[AdvisoryKind | str] | None) -> tuple[AdvisoryKin
             out.append(AdvisoryKind(kind))
         except ValueError:
             allowed = ", ".join(k.value for k in AdvisoryKind)
-            raise ValueError(f"jsnb: advisory kind {kind!r} is not one of {allowed}") from None
+            raise InvalidArgumentError(
+                f"jsnb: advisory kind {kind!r} is not one of {allowed}"
+            ) from None
     return tuple(dict.fromkeys(out))
 
 
@@ -201,7 +209,7 @@ class Advisories:
     ) -> None:
         for what, name in (("stream", stream), ("consumer", consumer)):
             if name is not None and (not name or any(c in name for c in ". *>")):
-                raise ValueError(f"jsnb: {what} {name!r} is not a valid {what} name")
+                raise InvalidArgumentError(f"jsnb: {what} {name!r} is not a valid {what} name")
         self.stream, self.consumer = stream, consumer
         self.kinds = parse_kinds(kinds)
         self.dropped = 0

@@ -44,6 +44,22 @@ import orjson
 
 from jsnb.errors import MetadataError
 
+__all__ = [
+    "BINARY_CONTENT_TYPE",
+    "CLOUDEVENT_CONTENT_TYPE",
+    "EVENT_TYPE",
+    "JSON_CONTENT_TYPE",
+    "SPEC_VERSION",
+    "TEXT_CONTENT_TYPE",
+    "Incoming",
+    "Outgoing",
+    "decode",
+    "normalize_metadata",
+    "parse_raw_payload",
+    "unwrap",
+    "wrap",
+]
+
 JSONValue: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
 Data: TypeAlias = bytes | bytearray | memoryview | JSONValue
 

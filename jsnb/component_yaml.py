@@ -40,6 +40,15 @@ import yaml
 from jsnb.errors import MetadataError
 from jsnb.metadata import MASK, DeliverPolicy, Kind, Metadata, _warn, hide_userinfo
 
+__all__ = [
+    "COMPONENT_TYPE",
+    "DEFAULT_NAME",
+    "Manifest",
+    "Ref",
+    "read_component",
+    "render_component",
+]
+
 COMPONENT_TYPE = "pubsub.jetstream"
 DEFAULT_NAME = "jetstream-pubsub"
 # What a secretKeyRef is resolved from: {secret: {key: value}} or (secret, key) -> value.
@@ -341,7 +350,8 @@ def _secret_store(component: Mapping[str, Any]) -> str:
 def _manifest(
     component: Mapping[str, Any], md: Metadata, refs: Mapping[str, Mapping[str, Any]]
 ) -> Manifest:
-    meta = component.get("metadata") if isinstance(component.get("metadata"), Mapping) else {}
+    found = component.get("metadata")
+    meta: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     scopes = component.get("scopes")
     values = md.as_properties(defaults=True)
     return Manifest(

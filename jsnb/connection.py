@@ -1,8 +1,10 @@
 """Connecting to NATS the way the component does: one auth method, reconnect forever.
 
->>> import asyncio, jsnb
->>> md = jsnb.Metadata.from_properties({"natsURL": "nats://127.0.0.1:4222"})
->>> # nc, js = asyncio.run(connect(md))   # needs a running server
+>>> md = jsnb.Metadata.from_properties({"natsURL": ps.nc.connected_url.geturl()})
+>>> nc, js = await connect(md)
+>>> auth_method(md), (await js.account_info()).streams
+('none', 1)
+>>> await nc.close()
 
 Upstream gives up after nats.go's 60 reconnect attempts and never recovers
 (components-contrib #4563); we reconnect forever and let subscriptions resume.
@@ -24,8 +26,21 @@ import nats.js.errors
 from nats.aio.client import Client, Server
 from nats.js import JetStreamContext
 
-from jsnb.errors import JsnbError, MetadataError
+from jsnb.errors import ConnectError, MetadataError
 from jsnb.metadata import Metadata, hide_userinfo
+
+__all__ = [
+    "CONNECT_DEADLINE",
+    "PENDING_SIZE",
+    "PUBLISH_ASYNC_MAX_PENDING",
+    "RECONNECT_MAX_WAIT",
+    "RECONNECT_WAIT",
+    "api_prefix",
+    "auth_method",
+    "connect",
+    "connect_options",
+    "reconnect_backoff",
+]
 
 log = logging.getLogger("jsnb")
 
@@ -37,10 +52,6 @@ PUBLISH_ASYNC_MAX_PENDING = 4000
 RECONNECT_WAIT = 0.25
 RECONNECT_MAX_WAIT = 5.0
 CONNECT_DEADLINE = 10.0
-
-
-class ConnectError(JsnbError, ConnectionError):
-    """The server could not be reached, refused our credentials, or lacks JetStream."""
 
 
 def auth_method(md: Metadata) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Self
 from nats.js import api
 
 from jsnb.durations import to_seconds
-from jsnb.errors import JsnbError
+from jsnb.errors import ConsumerConflictError
 from jsnb.metadata import AckPolicy, ConsumerMode, DeliverPolicy, FieldInfo, Kind, Metadata
 
 __all__ = [
@@ -75,17 +75,14 @@ class ConsumerConfig(api.ConsumerConfig):
     @classmethod
     def from_response(cls, resp: dict[str, Any]) -> Self:
         cls._convert_nanoseconds(resp, "max_expires")
-        return super().from_response(resp)
+        config: Self = super().from_response(resp)
+        return config
 
     def as_dict(self) -> dict[str, object]:
         result = super().as_dict()
         if self.max_expires is not None:
             result["max_expires"] = self._to_nanoseconds(self.max_expires)
         return result
-
-
-class ConsumerConflictError(JsnbError, ValueError):
-    """A durable consumer exists with settings that cannot be changed in place."""
 
 
 def _to_nats(info: FieldInfo, value: Any) -> Any:

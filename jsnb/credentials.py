@@ -283,7 +283,7 @@ def _new_key(prefix: int) -> nkeys.KeyPair:
 
 
 def _pub(key: nkeys.KeyPair) -> str:
-    return key.public_key.decode()
+    return str(key.public_key.decode())
 
 
 def _b64(data: bytes) -> str:

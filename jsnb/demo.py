@@ -16,6 +16,8 @@ from jsnb.pubsub import JetStreamPubSub
 from jsnb.state import consumer_record, format_records
 from jsnb.streams import ensure_stream
 
+__all__ = ["PROPS", "run_demo"]
+
 PROPS = {"natsURL": "embedded", "durableName": "demo", "backOff": "100ms, 300ms", "maxDeliver": 5}
 
 
@@ -40,6 +42,7 @@ async def run_demo(count: int = 5, out: TextIO = sys.stdout) -> int:
             done.set()
 
     async with JetStreamPubSub(PROPS) as ps:
+        assert ps.server is not None  # PROPS asks for the embedded server
         print(f"embedded nats-server at {ps.server.url}", file=out)
         await ensure_stream(ps, "DEMO", ["demo.orders"])
         ps.add_listener(show)

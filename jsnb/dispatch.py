@@ -1,7 +1,12 @@
 """Calling handlers: one dispatcher per concurrency mode, one place that reports.
 
->>> # dispatcher = dispatcher_for(md, bulk=None, handler=h, policy=p, ...)
->>> # await js.subscribe_bind(stream, cfg, name, cb=dispatcher.on_msg, manual_ack=True)
+>>> events = []
+>>> ps.add_listener(events.append)  # every delivery's outcome, as the dispatcher reports it
+>>> sub = await ps.subscribe("orders", lambda msg: None)
+>>> _ = await ps.publish("orders", {"id": 1})
+>>> _ = await jsnb.until(lambda: events)
+>>> [(e.stream_seq, e.num_delivered, e.outcome.value) for e in events]
+[(1, 1, 'ack')]
 
 ``single`` runs one handler at a time in arrival order; ``parallel`` one task
 per delivery, bounded by the consumer's maxAckPending; ``bulk`` hands batches
@@ -142,6 +147,7 @@ class Dispatcher:
     ) -> None:
         self.topic = topic
         self.policy = policy
+        self._arrived = policy.arrived if policy.watches_arrivals else None
         self.consumer = ""
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
@@ -239,7 +245,8 @@ class Dispatcher:
                 self._newest[seq] = delivery.num_delivered
         else:
             self._current = seq
-        self.policy.arrived(delivery)
+        if self._arrived is not None:
+            self._arrived(delivery)
         self.delivered += 1
         metadata: dict[str, str] = {}
         headers = msg.headers

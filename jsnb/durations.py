@@ -15,6 +15,10 @@ import math
 import re
 from datetime import timedelta
 
+from jsnb.errors import InvalidArgumentError
+
+__all__ = ["MAX_SECONDS", "format_duration", "from_seconds", "parse_duration", "to_seconds"]
+
 _UNIT_SECONDS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -37,7 +41,7 @@ MAX_SECONDS = (2**63 - 1) / 1e9
 def from_seconds(seconds: float) -> timedelta:
     """A timedelta for *seconds*, refusing what a Go duration cannot hold (and NaN)."""
     if not math.isfinite(seconds) or abs(seconds) > MAX_SECONDS:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{seconds!r} seconds is out of range: a duration holds at most about 292 years"
         )
     return timedelta(seconds=seconds)
@@ -57,7 +61,7 @@ def parse_duration(text: str) -> timedelta:
         return from_seconds(sign * total)
     if _INT.fullmatch(s):
         return from_seconds(int(s))
-    raise ValueError(
+    raise InvalidArgumentError(
         f"{text!r} is not a duration: use Go syntax such as '500ms', '10s', '1m30s' "
         "(units ns, us, ms, s, m, h) or whole seconds such as '10'"
     )

@@ -1,24 +1,56 @@
-"""jsnb's small error tree.
+"""jsnb's small error tree: every error jsnb raises itself derives from JsnbError.
 
 ```
 JsnbError
  +-- MetadataError (also ValueError)             bad or missing component property
+ +-- InvalidArgumentError (also ValueError)      a call's argument is out of range or malformed
+ +-- ArgumentTypeError (also TypeError)          a call's argument is of the wrong kind
+ +-- ConsumerConflictError (also ValueError)     a durable's settings cannot change in place
  +-- ComponentClosedError                        the component was used after close()
+ +-- LoopNotRunningError (also RuntimeError)     no event loop to run on (sync facade, polls)
+ +-- WaitTimeoutError (also TimeoutError)        jsnb.until's condition was not met in time
  +-- ServerError                                 the embedded nats-server failed
+ +-- ConnectError (also ConnectionError)         no server, refused credentials, no JetStream
  +-- StreamNotFoundError (also LookupError)      no JetStream stream covers a subject
  +-- ConsumerNotFoundError (also LookupError)    a named consumer is not on its stream
+ +-- MessageNotFoundError (also LookupError)     a stream holds no message at that sequence
  +-- StreamUnavailableError (ConnectionError)    a stream exists but nobody answered
  |    +-- NoLeaderError                          the cluster is still electing a leader
  +-- PayloadTooLargeError (also ValueError)      the message exceeds max_payload
 ```
 
-Errors raised by nats-py are passed through where they already say the
-right thing; jsnb adds context where a raw server error would puzzle a user.
+Each also derives from the builtin a caller would catch without knowing jsnb
+(``except ValueError`` still works). Errors raised by nats-py are passed
+through where they already say the right thing; jsnb adds context where a raw
+server error would puzzle a user. ``Metadata`` is a ``Mapping``, so a missing
+key there is a plain ``KeyError``, as the protocol says. The JetStream API
+error codes jsnb reads are named below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "NO_MESSAGE_FOUND",
+    "STREAM_NAME_IN_USE",
+    "ArgumentTypeError",
+    "ComponentClosedError",
+    "ConnectError",
+    "ConsumerConflictError",
+    "ConsumerNotFoundError",
+    "InvalidArgumentError",
+    "JsnbError",
+    "LoopNotRunningError",
+    "MessageNotFoundError",
+    "MetadataError",
+    "NoLeaderError",
+    "PayloadTooLargeError",
+    "ServerError",
+    "StreamNotFoundError",
+    "StreamUnavailableError",
+    "WaitTimeoutError",
+]
 
 
 class JsnbError(Exception):
@@ -59,8 +91,28 @@ class MetadataError(JsnbError, ValueError):
         return cls(f"{prefix}{len(found)} problems:{lines}", problems=found)
 
 
+class InvalidArgumentError(JsnbError, ValueError):
+    """An argument of a jsnb call is out of range or malformed; the message says what fits."""
+
+
+class ArgumentTypeError(JsnbError, TypeError):
+    """An argument of a jsnb call is of the wrong kind (a handler that is not callable)."""
+
+
+class ConsumerConflictError(JsnbError, ValueError):
+    """A durable consumer exists with settings that cannot be changed in place."""
+
+
 class ComponentClosedError(JsnbError):
     """The component was used after ``close()``."""
+
+
+class LoopNotRunningError(JsnbError, RuntimeError):
+    """The event loop a call needs is not running (closed, or none in this thread)."""
+
+
+class WaitTimeoutError(JsnbError, TimeoutError):
+    """:func:`jsnb.until`'s condition was still false at its deadline."""
 
 
 class ServerError(JsnbError):
@@ -71,12 +123,20 @@ class ServerError(JsnbError):
         self.log = log
 
 
+class ConnectError(JsnbError, ConnectionError):
+    """The server could not be reached, refused our credentials, or lacks JetStream."""
+
+
 class StreamNotFoundError(JsnbError, LookupError):
     """No JetStream stream captures the subject; streams are never auto-created."""
 
 
 class ConsumerNotFoundError(JsnbError, LookupError):
     """A consumer named by the caller does not exist on its stream."""
+
+
+class MessageNotFoundError(JsnbError, LookupError):
+    """A stream holds no message at the sequence asked for (never stored, deleted, expired)."""
 
 
 class StreamUnavailableError(JsnbError, ConnectionError):
@@ -97,3 +157,8 @@ class NoLeaderError(StreamUnavailableError):
 
 class PayloadTooLargeError(JsnbError, ValueError):
     """The encoded message (with its CloudEvent envelope) exceeds the server's max_payload."""
+
+
+# JetStream API error codes (``err_code``) jsnb acts on.
+STREAM_NAME_IN_USE = 10058  # "stream name already in use with a different configuration"
+NO_MESSAGE_FOUND = 10037  # a message get found nothing at or after the sequence

@@ -1,9 +1,16 @@
 """See any JetStream server as it is: every consumer's counters, and the stored messages.
 
->>> # report = await jsnb.consumer_report(ps)                 # natscli's `consumer report`
->>> # page = await jsnb.browse_stream(ps, "ORDERS", since="1h")  # natscli's `stream view`
->>> # msg = await jsnb.read_message(ps, "ORDERS", page.seq.iloc[0])
->>> # await jsnb.acked_by(ps, "ORDERS", msg.seq)             # which consumers are past it
+>>> _ = await ps.publish("orders", {"id": 1})
+>>> _ = await ps.jetstream.add_consumer("ORDERS", durable_name="billing")
+>>> report = await jsnb.consumer_report(ps)                 # natscli's `consumer report`
+>>> list(report.consumer), list(report.unprocessed)
+(['billing'], [1])
+>>> page = await jsnb.browse_stream(ps, "ORDERS", since="1h")  # natscli's `stream view`
+>>> msg = await jsnb.read_message(ps, "ORDERS", int(page.seq.iloc[0]))
+>>> msg.subject, msg.cloud_event["type"]
+('orders', 'com.dapr.event.sent')
+>>> list((await jsnb.acked_by(ps, "ORDERS", msg.seq)).state)  # which consumers are past it
+['not delivered yet']
 
 Nothing here goes through a consumer: the report reads consumer info, and
 messages are read with the stream's message-get API (direct get when the
@@ -32,7 +39,13 @@ from nats.js import JetStreamContext, api
 
 from jsnb.cloudevents import decode
 from jsnb.durations import parse_duration
-from jsnb.errors import ConsumerNotFoundError, StreamNotFoundError
+from jsnb.errors import (
+    NO_MESSAGE_FOUND,
+    ConsumerNotFoundError,
+    InvalidArgumentError,
+    MessageNotFoundError,
+    StreamNotFoundError,
+)
 from jsnb.retry import RetryRule
 from jsnb.state import consumer_mode, is_stalled
 from jsnb.subjects import subjects_overlap
@@ -289,14 +302,14 @@ async def browse_stream(
     import pandas as pd
 
     if not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"jsnb: limit {limit} must be between 1 and {MAX_PAGE}")
+        raise InvalidArgumentError(f"jsnb: limit {limit} must be between 1 and {MAX_PAGE}")
     if start_seq is not None and since is not None:
-        raise ValueError("jsnb: give start_seq or since, not both")
+        raise InvalidArgumentError("jsnb: give start_seq or since, not both")
     reader = await _Reader.open(ps, stream)
     first, last = reader.first_seq, reader.last_seq
     if start_seq is not None:
         if start_seq < 1 or start_seq > max(last, 1):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"jsnb: start_seq {start_seq} is outside stream {stream!r}, which holds "
                 f"sequences {first} to {last}" + (" (it is empty)" if last < first else "")
             )
@@ -306,7 +319,7 @@ async def browse_stream(
         seq = found.seq if found is not None else last + 1
     else:
         seq = first
-    rows = []
+    rows: list[dict[str, Any]] = []
     while len(rows) < limit and seq <= last:
         msg = await reader.get({"seq": seq, "next_by_subj": subject or ">"})
         if msg is None or msg.seq > last:
@@ -329,7 +342,7 @@ async def read_message(ps: _Server, stream: str, seq: int) -> StoredMessage:
     reader = await _Reader.open(ps, stream)
     msg = await reader.get({"seq": seq})
     if msg is None:
-        raise LookupError(
+        raise MessageNotFoundError(
             f"jsnb: stream {stream!r} has no message {seq} (it holds sequences "
             f"{reader.first_seq} to {reader.last_seq}; deleted or expired ones are gone)"
         )
@@ -393,7 +406,7 @@ async def pause_consumer(
     js = ps.jetstream
     await _existing(js, stream, consumer)
     await js.pause_consumer(stream, consumer, moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-    return await js.consumer_info(stream, consumer)
+    return await _existing(js, stream, consumer)
 
 
 async def resume_consumer(ps: _Server, stream: str, consumer: str) -> api.ConsumerInfo:
@@ -401,7 +414,7 @@ async def resume_consumer(ps: _Server, stream: str, consumer: str) -> api.Consum
     js = ps.jetstream
     await _existing(js, stream, consumer)
     await js.resume_consumer(stream, consumer)
-    return await js.consumer_info(stream, consumer)
+    return await _existing(js, stream, consumer)
 
 
 async def reset_consumer(
@@ -417,7 +430,7 @@ async def reset_consumer(
     if seq is not None:
         stored = await _stream_info(js, stream)
         if not 1 <= seq <= stored.state.last_seq + 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"jsnb: reset seq {seq} is outside stream {stream!r}, which holds sequences "
                 f"{stored.state.first_seq} to {stored.state.last_seq}"
             )
@@ -426,13 +439,14 @@ async def reset_consumer(
 
 async def _existing(js: JetStreamContext, stream: str, consumer: str) -> api.ConsumerInfo:
     try:
-        return await js.consumer_info(stream, consumer)
+        info: api.ConsumerInfo = await js.consumer_info(stream, consumer)
     except nats.js.errors.NotFoundError:
-        names = sorted(info.name for info in await _consumers(js, stream))
+        names = sorted(c.name for c in await _consumers(js, stream))
         raise ConsumerNotFoundError(
             f"jsnb: consumer {consumer!r} does not exist on stream {stream!r}; its consumers: "
             f"{', '.join(names) or 'none'}"
         ) from None
+    return info
 
 
 def _until(until: dt.datetime | dt.timedelta | str) -> dt.datetime:
@@ -441,10 +455,10 @@ def _until(until: dt.datetime | dt.timedelta | str) -> dt.datetime:
         try:
             until = parse_duration(until)
         except ValueError as exc:
-            raise ValueError(f"jsnb: until {exc}, or a datetime") from None
+            raise InvalidArgumentError(f"jsnb: until {exc}, or a datetime") from None
     moment = now + until if isinstance(until, dt.timedelta) else until.astimezone(dt.UTC)
     if moment <= now:
-        raise ValueError(f"jsnb: pause until {moment.isoformat()} is not in the future")
+        raise InvalidArgumentError(f"jsnb: pause until {moment.isoformat()} is not in the future")
     return moment
 
 
@@ -454,14 +468,16 @@ def _since(since: dt.datetime | dt.timedelta | str) -> dt.datetime:
         try:
             since = parse_duration(since)
         except ValueError as exc:
-            raise ValueError(f"jsnb: since {exc}, or a datetime") from None
+            raise InvalidArgumentError(f"jsnb: since {exc}, or a datetime") from None
     if isinstance(since, dt.timedelta):
         if since < dt.timedelta(0):
-            raise ValueError(f"jsnb: since {since} is negative; give how long ago, e.g. '1h'")
+            raise InvalidArgumentError(
+                f"jsnb: since {since} is negative; give how long ago, e.g. '1h'"
+            )
         return now - since
     moment = since.astimezone(dt.UTC)  # a naive datetime is local time, as Python reads it
     if moment > now:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"jsnb: since {since.isoformat()} is in the future (now is "
             f"{now.isoformat(timespec='seconds')}); nothing is stored after it yet"
         )
@@ -531,7 +547,7 @@ class _Reader:
         )
         answer = orjson.loads(reply.data)
         if "error" in answer:
-            if answer["error"].get("err_code") == 10037:  # no message found
+            if answer["error"].get("err_code") == NO_MESSAGE_FOUND:
                 return None
             raise nats.js.errors.APIError.from_error(answer["error"])
         m = answer["message"]

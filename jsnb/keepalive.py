@@ -1,7 +1,9 @@
 """The in-progress keep-alive: ``+WPI`` while a delivery is being worked on.
 
->>> # keep_alive = KeepAlive("auto", rule, limit=0.0)
->>> # keep_alive.start(msg, attempt=1); ...; keep_alive.stop(msg)
+>>> from jsnb.retry import RetryRule
+>>> keep_alive = KeepAlive("auto", RetryRule(ack_wait=0.9, backoff=(0.9, 6.0)), limit=0.0)
+>>> round(keep_alive.interval(1), 3), keep_alive.interval(2)  # seconds between +WPI
+(0.3, 2.0)
 
 nats-server redelivers a message whose ack has not come within its ack
 deadline, even while a handler still works on it; an in-progress ack resets

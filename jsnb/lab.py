@@ -1,9 +1,12 @@
 """Redelivery experiments: run a failure scenario and measure what JetStream does.
 
->>> # result = await run_scenario("nats://127.0.0.1:4222", {"backOff": "100ms, 300ms",
->>> #                              "maxDeliver": 4}, Scenario(messages=5, fail_times=2))
->>> # result.attempts          # one row per delivery attempt, observed vs predicted delay
->>> # result.totals["lost"]    # always 0
+>>> url = ps.nc.connected_url.geturl()
+>>> result = await run_scenario(url, {"backOff": "100ms, 300ms", "maxDeliver": 4},
+...                             Scenario(messages=3, fail_times=2))
+>>> len(result.attempts)   # one row per delivery attempt, observed vs predicted delay
+9
+>>> result.totals["lost"]
+0
 
 The experiment engine behind ``jsnb.widgets.RedeliveryLab``; it needs no widgets,
 so tests and tutorials call it directly. Each run uses a fresh stream and
@@ -33,6 +36,15 @@ from jsnb.streams import ensure_stream
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
+
+__all__ = [
+    "FINAL_OUTCOMES",
+    "LabResult",
+    "Scenario",
+    "attempt_rows",
+    "run_scenario",
+    "timeline_figure",
+]
 
 _run_ids = itertools.count(1)
 _ADVISORY_WAIT = 2.0

@@ -18,6 +18,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+__all__ = [
+    "FINAL_OUTCOMES",
+    "BulkMessageEntry",
+    "BulkPublishFailure",
+    "BulkPublishResponse",
+    "Delivery",
+    "DeliveryEvent",
+    "Feature",
+    "Message",
+    "Outcome",
+    "PublishResult",
+]
+
 
 class Feature(enum.StrEnum):
     """What the component supports, in Dapr's feature names."""

@@ -37,6 +37,24 @@ from jsnb.errors import MetadataError
 if TYPE_CHECKING:
     from jsnb.component_yaml import Manifest, Secrets
 
+__all__ = [
+    "DEFAULT_NAME",
+    "DEPRECATED_KEYS",
+    "EMBEDDED",
+    "GROUPS",
+    "IGNORED_KEYS",
+    "MASK",
+    "AckPolicy",
+    "ConcurrencyMode",
+    "DeliverPolicy",
+    "FieldInfo",
+    "Kind",
+    "Metadata",
+    "format_value",
+    "hide_userinfo",
+    "iter_groups",
+]
+
 EMBEDDED = "embedded"
 DEFAULT_NAME = "dapr.io - pubsub.jetstream"
 MASK = "******"
@@ -756,7 +774,7 @@ def _parse_int(info: FieldInfo, value: Any) -> int:
                 value = int(text, 10)  # "010" is ten here, not Go's octal eight
             except ValueError:
                 raise _bad(info, text, "a whole number") from None
-    return value
+    return int(value)
 
 
 def _parse_duration(info: FieldInfo, value: Any) -> timedelta:
@@ -864,7 +882,8 @@ def _parse_keep_alive(info: FieldInfo, value: Any) -> str:
     return format_duration(interval)
 
 
-_PARSERS = {
+# Each parser returns its kind's type; the table is read where the kind is not known.
+_PARSERS: dict[Kind, Callable[[FieldInfo, Any], Any]] = {
     Kind.STR: _parse_str,
     Kind.KEEP_ALIVE: _parse_keep_alive,
     Kind.SECRET: _parse_str,

@@ -1,13 +1,17 @@
 """The async ``pubsub.jetstream`` component: init, publish, subscribe, close.
 
 >>> import jsnb
->>> async def main():
-...     async with jsnb.JetStreamPubSub({"natsURL": "embedded"}) as ps:
-...         await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
-...         got = []
-...         sub = await ps.subscribe("orders", lambda m: got.append(m.data))
-...         await ps.publish("orders", {"id": 1})
->>> # asyncio.run(main())
+>>> ps = await jsnb.JetStreamPubSub({"natsURL": "embedded"}).init()  # a local nats-server
+>>> _ = await jsnb.ensure_stream(ps, "QUICKSTART", ["quickstart"])
+>>> got = []
+>>> sub = await ps.subscribe("quickstart", lambda msg: got.append(msg.json()))
+>>> (await ps.publish("quickstart", {"id": 1})).seq
+1
+>>> await jsnb.until(lambda: got)
+[{'id': 1}]
+>>> await ps.jetstream.delete_stream("QUICKSTART")
+True
+>>> await ps.close()
 
 Behaviour follows Dapr's Go component (see docs/behaviour.md for where and
 why we differ): CloudEvents by default, ``Nats-Msg-Id`` from the event id,
@@ -17,11 +21,12 @@ push consumers filtered on the topic, ack only after the handler succeeded.
 from __future__ import annotations
 
 import asyncio
+import enum
 import html
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
@@ -33,7 +38,9 @@ from jsnb.cloudevents import wrap
 from jsnb.connection import PUBLISH_ASYNC_MAX_PENDING, api_prefix, auth_method, connect
 from jsnb.dispatch import BulkHandler, Handler, Listener
 from jsnb.errors import (
+    ArgumentTypeError,
     ComponentClosedError,
+    InvalidArgumentError,
     JsnbError,
     PayloadTooLargeError,
     StreamNotFoundError,
@@ -52,9 +59,24 @@ from jsnb.streams import stream_for_subject
 from jsnb.subjects import check_topic
 from jsnb.subscription import Subscription
 
+if TYPE_CHECKING:
+    from jsnb.server import NatsServer
+
+__all__ = ["PUBLISH_TIMEOUT", "JetStreamPubSub", "Lifecycle"]
+
 log = logging.getLogger("jsnb")
 
 PUBLISH_TIMEOUT = 5.0  # upstream waits 5 s for each PubAck
+
+
+class Lifecycle(enum.StrEnum):
+    """Where a component is in its life; every method checks it, in one place each."""
+
+    NEW = "new"  # created; init() has not connected yet (a failed init() stays here)
+    CONNECTING = "connecting"  # init() is starting the server or connecting
+    OPEN = "open"  # connected once; nats-py reconnects by itself if the link drops
+    CLOSING = "closing"  # close() is stopping subscriptions and draining
+    CLOSED = "closed"  # closed for good; any use raises ComponentClosedError
 
 
 class JetStreamPubSub:
@@ -79,12 +101,12 @@ class JetStreamPubSub:
         self.source = source
         self.publish_timeout = publish_timeout
         self.metadata: Metadata | None = None
-        self.server: Any = None
+        self.server: NatsServer | None = None  # the embedded server, when natsURL asks for one
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._subs: list[Subscription] = []
         self._listeners: list[Listener] = []
-        self._closed = False
+        self.lifecycle = Lifecycle.NEW
         self._close_lock = asyncio.Lock()
         self._recoveries: set[asyncio.Task[None]] = set()
 
@@ -92,24 +114,33 @@ class JetStreamPubSub:
 
     async def init(self, properties: Mapping[str, Any] | Metadata | None = None) -> JetStreamPubSub:
         """Parse the metadata, start the embedded server if asked, connect, check JetStream."""
-        if self._closed:
+        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
             raise ComponentClosedError("jsnb: component is closed; create a new one")
-        if self._nc is not None:
+        if self.lifecycle is not Lifecycle.NEW:
             raise JsnbError("jsnb: init() was already called on this component")
-        props = properties if properties is not None else self._properties
-        md = Metadata.from_properties(props or {}, allow_embedded=True)
-        servers = None
-        if md.embedded:
-            from jsnb.server import shared_server
+        self.lifecycle = Lifecycle.CONNECTING
+        try:
+            props = properties if properties is not None else self._properties
+            md = Metadata.from_properties(props or {}, allow_embedded=True)
+            servers = None
+            if md.embedded:
+                from jsnb.server import shared_server
 
-            self.server = await asyncio.to_thread(shared_server)
-            servers = [self.server.url]
-        self._nc, self._js = await connect(md, servers=servers, reconnected_cb=self._on_reconnected)
+                self.server = await asyncio.to_thread(shared_server)
+                servers = [self.server.url]
+            self._nc, self._js = await connect(
+                md, servers=servers, reconnected_cb=self._on_reconnected
+            )
+        except BaseException:
+            if self.lifecycle is Lifecycle.CONNECTING:  # not closed meanwhile: may retry
+                self.lifecycle = Lifecycle.NEW
+            raise
         self.metadata = md
+        self.lifecycle = Lifecycle.OPEN
         return self
 
     async def __aenter__(self) -> JetStreamPubSub:
-        if self._nc is None:
+        if self.lifecycle is Lifecycle.NEW:
             await self.init()
         return self
 
@@ -123,24 +154,30 @@ class JetStreamPubSub:
         together. A connection that is already gone is closed without raising.
         """
         async with self._close_lock:
-            if self._closed:
+            if self.lifecycle is Lifecycle.CLOSED:
                 return
-            self._closed = True
-            for task in list(self._recoveries):
-                task.cancel()
-            await asyncio.gather(*(sub.unsubscribe(timeout=timeout) for sub in list(self._subs)))
-            nc = self._nc
-            if nc is None or nc.is_closed:
-                return
+            self.lifecycle = Lifecycle.CLOSING
             try:
-                await nc.drain()
-            except Exception as exc:  # timeouts, and OSErrors from a dead socket
-                log.debug("jsnb: drain: %s", exc)
-            if not nc.is_closed:
-                try:
-                    await nc.close()
-                except Exception as exc:
-                    log.debug("jsnb: close: %s", exc)
+                await self._shut_down(timeout)
+            finally:
+                self.lifecycle = Lifecycle.CLOSED
+
+    async def _shut_down(self, timeout: float) -> None:
+        for task in list(self._recoveries):
+            task.cancel()
+        await asyncio.gather(*(sub.unsubscribe(timeout=timeout) for sub in list(self._subs)))
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            return
+        try:
+            await nc.drain()
+        except Exception as exc:  # timeouts, and OSErrors from a dead socket
+            log.debug("jsnb: drain: %s", exc)
+        if not nc.is_closed:
+            try:
+                await nc.close()
+            except Exception as exc:
+                log.debug("jsnb: close: %s", exc)
 
     async def _on_reconnected(self) -> None:
         # In tasks: nats-py awaits this callback before it resumes normal work, and a
@@ -151,9 +188,9 @@ class JetStreamPubSub:
             task.add_done_callback(self._recoveries.discard)
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
             raise ComponentClosedError("jsnb: component is closed")
-        if self._nc is None:
+        if self.lifecycle is not Lifecycle.OPEN:
             raise JsnbError("jsnb: call `await ps.init(...)` first")
 
     @property
@@ -300,16 +337,16 @@ class JetStreamPubSub:
                     )
                 )
                 continue
-            exc = future.exception()
-            if exc is None:
+            error = future.exception()
+            if error is None:
                 ack = future.result()
                 results[entry_id] = PublishResult(ack.stream, ack.seq, bool(ack.duplicate), msg_id)
                 continue
-            if isinstance(exc, nats.js.errors.NoStreamResponseError):
+            if isinstance(error, nats.js.errors.NoStreamResponseError):
                 if no_answer is None:
                     no_answer = await self._no_answer(topic)
-                exc = no_answer
-            failures.append(BulkPublishFailure(entry_id, exc))
+                error = no_answer
+            failures.append(BulkPublishFailure(entry_id, error))
         return BulkPublishResponse(failed_entries=failures, results=results)
 
     async def _wait_for_room(
@@ -360,7 +397,7 @@ class JetStreamPubSub:
         acked or NAKed on its own. Returning ``None`` means all succeeded.
         """
         if max_messages < 1 or max_await_ms < 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"jsnb: max_messages {max_messages} must be 1 or more and max_await_ms "
                 f"{max_await_ms} 0 or more"
             )
@@ -376,7 +413,7 @@ class JetStreamPubSub:
         self._check_open()
         check_topic(topic, wildcards=True)
         if not callable(handler):
-            raise TypeError(f"jsnb: handler must be callable, not {type(handler).__name__}")
+            raise ArgumentTypeError(f"jsnb: handler must be callable, not {type(handler).__name__}")
         assert self.metadata is not None
         sub = Subscription(self, topic, handler, self.metadata, metadata, bulk=bulk)
         await sub._start()
@@ -394,7 +431,7 @@ class JetStreamPubSub:
 
     async def ping(self) -> None:
         """Round-trip to the server and JetStream; raises if either does not answer."""
-        await self.nc.flush(timeout=self.publish_timeout)
+        await self.nc.flush(timeout=self.publish_timeout)  # type: ignore[arg-type]  # nats-py says int; a float works
         await self.jetstream.account_info()
 
     def features(self) -> frozenset[Feature]:
@@ -410,7 +447,8 @@ class JetStreamPubSub:
         return await self.jetstream.stream_info(stream)
 
     async def consumer_info(self, stream: str, consumer: str) -> api.ConsumerInfo:
-        return await self.jetstream.consumer_info(stream, consumer)
+        info: api.ConsumerInfo = await self.jetstream.consumer_info(stream, consumer)
+        return info
 
     async def delete_consumer(self, stream: str, consumer: str) -> bool:
         """Delete a (durable) consumer, e.g. to change settings the server cannot update."""
@@ -434,9 +472,10 @@ class JetStreamPubSub:
     # -- display ---------------------------------------------------------------------
 
     def _state(self) -> str:
-        if self._closed:
-            return "closed"
-        return "connected" if self._nc is not None and self._nc.is_connected else "not connected"
+        if self.lifecycle is not Lifecycle.OPEN:
+            return self.lifecycle.value
+        assert self._nc is not None
+        return "connected" if self._nc.is_connected else "open, reconnecting"
 
     def __repr__(self) -> str:
         url = (

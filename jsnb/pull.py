@@ -1,7 +1,15 @@
 """Pull mode: keep pull requests outstanding and feed what arrives to a dispatcher.
 
->>> # feed = PullFeed(nc, "$JS.API", "ORDERS", "workers", dispatcher.on_msg, batch=256)
->>> # await feed.start(); ...; await feed.restart("workers")  # after a reconnect
+>>> url = ps.nc.connected_url.geturl()
+>>> puller = await jsnb.JetStreamPubSub({"natsURL": url, "consumerMode": "pull"}).init()
+>>> got = []
+>>> sub = await puller.subscribe("orders", lambda msg: got.append(msg.data))
+>>> _ = await ps.publish("orders", "pulled", metadata={"rawPayload": "true"})
+>>> await jsnb.until(lambda: got)
+[b'pulled']
+>>> (await sub.state())["consumerMode"]
+'pull'
+>>> await puller.close()
 
 The same dispatchers and ack policies as push mode handle the messages; this
 module only decides when to ask for more. Like nats.go's ``Consume`` it asks

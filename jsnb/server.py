@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from jsnb.errors import ServerError
+from jsnb.errors import ArgumentTypeError, InvalidArgumentError, ServerError
 
 __all__ = [
     "ClusterConfig",
@@ -111,7 +111,9 @@ class TLSConfig:
 
     def __post_init__(self) -> None:
         if self.verify_clients and self.ca_file is None:
-            raise ValueError("jsnb: TLSConfig(verify_clients=True) needs ca_file to check clients")
+            raise InvalidArgumentError(
+                "jsnb: TLSConfig(verify_clients=True) needs ca_file to check clients"
+            )
 
 
 @dataclass(frozen=True)
@@ -155,9 +157,11 @@ class ServerOptions:
 
     def __post_init__(self) -> None:
         if self.token is not None and self.jwt is not None:
-            raise ValueError("jsnb: a server takes either token or jwt auth, not both")
+            raise InvalidArgumentError("jsnb: a server takes either token or jwt auth, not both")
         if self.max_payload is not None and self.max_payload <= 0:
-            raise ValueError(f"jsnb: max_payload must be positive, got {self.max_payload}")
+            raise InvalidArgumentError(
+                f"jsnb: max_payload must be positive, got {self.max_payload}"
+            )
 
     @property
     def auth_method(self) -> str:
@@ -466,7 +470,8 @@ class NatsServer(_Lifecycle):
             raise ServerError(
                 f"jsnb: {self.monitor_url}/{endpoint} answered HTTP {status}: {body!r}"
             )
-        return json.loads(body)
+        answer: dict[str, Any] = json.loads(body)
+        return answer
 
     # -- lifecycle --------------------------------------------------------
 
@@ -651,10 +656,10 @@ class LocalCluster(_Lifecycle):
         **server_options: Any,
     ) -> None:
         if size < 1:
-            raise ValueError(f"jsnb: a cluster needs at least one node, got size={size}")
+            raise InvalidArgumentError(f"jsnb: a cluster needs at least one node, got size={size}")
         clash = _PER_NODE & server_options.keys()
         if clash:
-            raise TypeError(f"jsnb: LocalCluster sets {', '.join(sorted(clash))} per node")
+            raise ArgumentTypeError(f"jsnb: LocalCluster sets {', '.join(sorted(clash))} per node")
         self.name = name
         host = server_options.get("host", "127.0.0.1")
         route_ports = _free_ports(host, size)
@@ -869,7 +874,7 @@ def _api_answers(node: NatsServer, timeout: float = 2.0) -> bool | None:
             while line := reader.readline():
                 if line.startswith(b"MSG "):
                     body = json.loads(reader.read(int(line.split()[-1])))
-                    return body.get("error", {}).get("code") != 503
+                    return bool(body.get("error", {}).get("code") != 503)
                 if line.startswith(b"HMSG "):
                     return False
                 if line.startswith(b"-ERR"):

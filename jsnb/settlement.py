@@ -1,7 +1,10 @@
 """How a delivery is settled: one ack policy object per ``ackPolicy``.
 
->>> # policy = ack_policy(AckPolicy.EXPLICIT, rule, dead_letter=None)
->>> # outcome = await policy.success(msg, delivery)
+>>> from jsnb.retry import RetryRule
+>>> rule = RetryRule(ack_wait=30.0, backoff=(), max_deliver=3)
+>>> policy = ack_policy(AckPolicy.ALL, rule, dead_letter=None)
+>>> type(policy).__name__, policy.held  # successes waiting for a lower sequence
+('CumulativeAcks', 0)
 
 Each policy decides what to send the server for a success, a failure or a
 drop, and *returns* what became of the delivery (a :class:`Settled`); only the
@@ -19,6 +22,7 @@ is acknowledged before its handler succeeded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import NamedTuple
 
 from nats.aio.msg import Msg
@@ -115,6 +119,7 @@ class _Policy:
     """
 
     terminates = True  # False where the server tracks nothing to terminate
+    watches_arrivals = False  # True where arrived() matters (the dispatcher skips the call)
 
     def __init__(
         self, rule: RetryRule, dead_letter: DeadLetter | None, keep_alive: KeepAlive | None = None
@@ -130,7 +135,7 @@ class _Policy:
     def reset(self) -> None:
         """The consumer was recreated: what was held for the old one is void."""
 
-    async def success(self, msg: Msg, d: Delivery) -> None:
+    def success(self, msg: Msg, d: Delivery) -> Awaitable[None]:
         """The handler succeeded (or the event expired): acknowledge as the policy says."""
         raise NotImplementedError
 
@@ -214,8 +219,8 @@ class _Policy:
 class ExplicitAcks(_Policy):
     """``ackPolicy: explicit``: each delivery is acked on its own, after its handler."""
 
-    async def success(self, msg: Msg, d: Delivery) -> None:
-        await msg.ack()
+    def success(self, msg: Msg, d: Delivery) -> Awaitable[None]:
+        return msg.ack()  # nats-py's own coroutine: no frame of ours on the hot path
 
 
 class NoAcks(_Policy):
@@ -262,6 +267,8 @@ class CumulativeAcks(_Policy):
     def held(self) -> int:
         """Acks and terminations waiting for a lower sequence before they can be sent."""
         return len(self._done)
+
+    watches_arrivals = True
 
     def arrived(self, d: Delivery) -> None:
         self._unresolved.add(d.stream_seq)

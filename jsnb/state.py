@@ -1,7 +1,9 @@
 """Stream and consumer info as flat records and DataFrames.
 
->>> # info = await sub.consumer_info()
->>> # consumer_record(info)["num_ack_pending"]
+>>> sub = await ps.subscribe("orders", lambda msg: None)
+>>> record = consumer_record(await sub.consumer_info())
+>>> record["num_ack_pending"], record["stalled"]
+(0, False)
 
 The server's nested info objects become one flat dict each, in the words the
 component's metadata uses (ackWait, backOff, ...), so a table of them reads
@@ -19,6 +21,16 @@ from nats.js import api
 
 if TYPE_CHECKING:
     import pandas as pd
+
+__all__ = [
+    "COUNTER_HELP",
+    "Record",
+    "consumer_record",
+    "format_records",
+    "is_stalled",
+    "stream_record",
+    "to_frame",
+]
 
 _DELIVER_WORDS = {
     "all": "all",

@@ -1,6 +1,10 @@
 """Streams: creating them for notebooks and tests, and finding the one for a topic.
 
->>> # await ensure_stream(ps, "ORDERS", ["orders.>"], duplicate_window=120)
+>>> info = await ensure_stream(ps, "INVOICES", ["invoices.>"], duplicate_window=120)
+>>> info.config.subjects, info.config.duplicate_window
+(['invoices.>'], 120.0)
+>>> await stream_for_subject(ps.nc, "$JS.API", "invoices.eu")
+'INVOICES'
 
 The component never creates streams (upstream neither); ``ensure_stream`` is
 the notebook-side equivalent of ``nats stream add``. Both functions here wait
@@ -20,7 +24,9 @@ import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from jsnb.errors import NoLeaderError, StreamNotFoundError
+from jsnb.errors import STREAM_NAME_IN_USE, NoLeaderError, StreamNotFoundError
+
+__all__ = ["LEADER_WAIT", "ensure_stream", "no_stream_message", "stream_for_subject"]
 
 T = TypeVar("T")
 
@@ -98,7 +104,7 @@ async def ensure_stream(
         try:
             return await js.add_stream(config)
         except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != 10058:  # "stream name already in use with a different configuration"
+            if exc.err_code != STREAM_NAME_IN_USE:
                 raise
         return await js.update_stream(config)
 

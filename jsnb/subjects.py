@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from jsnb.errors import InvalidArgumentError
+
 __all__ = ["check_topic", "subjects_overlap"]
 
 _BAD_TOPIC = re.compile(r"(^\.|\.$|\.\.|[\s*>])")
@@ -19,13 +21,15 @@ _BAD_TOPIC = re.compile(r"(^\.|\.$|\.\.|[\s*>])")
 def check_topic(topic: str, *, wildcards: bool = False, what: str = "topic") -> None:
     """Refuse topics that are not valid NATS subjects, saying what is wrong."""
     if not isinstance(topic, str) or not topic:
-        raise ValueError(f"jsnb: {what} {topic!r} is empty; give a subject such as 'orders'")
+        raise InvalidArgumentError(
+            f"jsnb: {what} {topic!r} is empty; give a subject such as 'orders'"
+        )
     text = topic
     if wildcards:
         text = re.sub(r"(^|\.)(\*|>$)(?=\.|$)", r"\1x", topic)
     if _BAD_TOPIC.search(text):
         allowed = "'*' and a final '>' as whole tokens" if wildcards else "no wildcards"
-        raise ValueError(
+        raise InvalidArgumentError(
             f"jsnb: {what} {topic!r} is not a valid NATS subject: no spaces, no empty tokens "
             f"('a..b', leading or trailing '.'), {allowed}"
         )

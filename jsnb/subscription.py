@@ -1,7 +1,9 @@
 """A live subscription: binding to its consumer, recovering it, stopping it.
 
->>> # sub = await ps.subscribe("orders", handler)   # see jsnb.pubsub
->>> # await sub.consumer_info()
+>>> sub = await ps.subscribe("orders", lambda msg: None)   # see jsnb.pubsub
+>>> info = await sub.consumer_info()
+>>> info.config.filter_subject, sub.rule.max_deliver
+('orders', -1)
 
 A subscription composes three parts: the consumer binding here (create, reuse
 or retune the consumer; recover it after an outage; unsubscribe), a
@@ -69,6 +71,10 @@ class SubscriptionHost(Protocol):
     def api_prefix(self) -> str: ...
 
     def _forget(self, sub: Subscription) -> None: ...
+
+    async def consumer_info(self, stream: str, consumer: str) -> api.ConsumerInfo: ...
+
+    async def stream_info(self, stream: str) -> api.StreamInfo: ...
 
 
 class Subscription:
@@ -282,7 +288,8 @@ class Subscription:
                 "consumer would delete the messages it has not settled; set durableName",
                 key="durableName",
             )
-        created = info.created.timestamp() if getattr(info, "created", None) else 0
+        when = getattr(info, "created", None)
+        created = when.timestamp() if when is not None else 0
         return f"{self.stream}-{int(created * 1e6)}" if created else self.stream
 
     async def _check_dead_letter_topic(self) -> None:
@@ -379,7 +386,8 @@ class Subscription:
 
     async def consumer_info(self) -> api.ConsumerInfo:
         """The server's view of this subscription's consumer."""
-        return await self._js.consumer_info(self.stream, self.consumer)
+        info: api.ConsumerInfo = await self._js.consumer_info(self.stream, self.consumer)
+        return info
 
     async def stream_info(self) -> api.StreamInfo:
         """The server's view of the stream this subscription reads."""
@@ -475,7 +483,7 @@ class Subscription:
                 # Drain: the server stops sending, and what it already sent runs through
                 # on_msg, which hands each delivery on rather than dropping it.
                 try:
-                    await asyncio.wait_for(psub.drain(), timeout)
+                    await asyncio.wait_for(psub.drain(), timeout)  # type: ignore[no-untyped-call]
                 except Exception as exc:  # timeout, or a connection that is gone
                     log.debug("jsnb: draining %s: %s", self.topic, exc)
                     # nats-py has no public way to stop a subscription whose drain did

@@ -52,6 +52,7 @@ from nats.js import JetStreamContext, api
 
 from jsnb import streams
 from jsnb.dispatch import BulkHandler, Handler
+from jsnb.errors import LoopNotRunningError
 from jsnb.messages import (
     BulkMessageEntry,
     BulkPublishResponse,
@@ -121,7 +122,7 @@ def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
         return loop.run_until_complete(coro)
     if loop.is_closed() or not loop.is_running():
         coro.close()
-        raise RuntimeError(
+        raise LoopNotRunningError(
             "jsnb: the event loop these objects were created on is no longer running "
             "(was it an asyncio.run() that has returned?); create them again"
         )

@@ -21,6 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
+from jsnb.errors import WaitTimeoutError
+
 __all__ = ["until"]
 
 T = TypeVar("T")
@@ -53,5 +55,7 @@ async def until(
         if value:
             return cast(T, value)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"jsnb: {what} not met within {timeout:g}s (last value: {value!r})")
+            raise WaitTimeoutError(
+                f"jsnb: {what} not met within {timeout:g}s (last value: {value!r})"
+            )
         await asyncio.sleep(interval)

@@ -109,6 +109,8 @@ def test_notebook_runs_and_renders(lab: JupyterLab, browser: Any, notebook: str)
 
     assert run.finished, f"{context}: not finished in {DEADLINE}s, prompts {run.prompts}"
     assert not run.errors, f"{context}: errors on the page:\n" + "\n".join(run.errors)
+    # Every widget fits its output area: nothing clipped or scrolled off sideways.
+    assert not run.dom["overflow"], f"{context}: widgets stick out: {run.dom['overflow'][:5]}"
     _assert_widgets(run, ROOT / "notebooks" / notebook, context)
 
 

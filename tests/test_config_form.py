@@ -12,7 +12,7 @@ import ipywidgets as widgets
 import pytest
 import yaml
 
-from jsnb import DeliverPolicy, Metadata, MetadataError
+from jsnb import DeliverPolicy, Metadata
 from jsnb.metadata import GROUPS, MASK
 from jsnb.widgets import ConfigForm
 
@@ -203,14 +203,13 @@ def test_warnings_show_in_the_muted_line_and_never_raise(form: ConfigForm) -> No
     assert form.notes.value == ""
 
 
-def test_a_form_that_never_was_valid_raises() -> None:
+def test_an_empty_form_is_what_an_empty_component_runs() -> None:
     form = ConfigForm()
-    assert list(form.errors) == ["natsURL"] and form.value == {}
-    with pytest.raises(MetadataError, match="natsURL is missing") as raised:
-        form.metadata  # noqa: B018
-    assert raised.value.key == "natsURL"
-    edit(form, ("natsURL", "embedded"))
-    assert form.metadata.embedded and form.value == {"natsURL": "embedded"}
+    assert form.errors == {} and form.controls["natsURL"].value == "embedded"
+    assert form.metadata == Metadata.from_properties({}, allow_embedded=True)
+    assert form.value == {"natsURL": "embedded"}
+    edit(form, ("natsURL", ""))  # now invalid: the last valid metadata stays
+    assert list(form.errors) == ["natsURL"] and form.metadata.embedded
 
 
 def test_backoff_buttons_add_and_drop_delays(form: ConfigForm) -> None:

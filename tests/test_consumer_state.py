@@ -274,6 +274,73 @@ async def test_polling_stops_when_the_component_closes(nats_server: Any) -> None
     assert "ComponentClosedError" in (state.error or "")
 
 
+async def test_actions_act_only_after_confirmation(ps: JetStreamPubSub) -> None:
+    await ps.jetstream.add_consumer("S", api.ConsumerConfig(durable_name="acts"))
+    for i in range(3):
+        await ps.publish("s", {"n": i})
+    state = ConsumerState(ps, "S", "acts")
+    actions = state.actions
+    assert actions is not None
+    assert state.children[3].get_title(1).startswith("actions")
+
+    actions.pause_button.click()  # asks; nothing happens yet
+    assert "Pause consumer <b>acts</b>" in actions.question.value
+    assert not (await ps.jetstream.consumer_info("S", "acts")).paused
+    actions.cancel_button.click()
+    assert actions.status.value == "cancelled" and actions.last is None
+
+    actions.pause_button.click()
+    actions.confirm_button.click()
+    await actions.last
+    assert (await ps.jetstream.consumer_info("S", "acts")).paused
+    assert actions.status.value.startswith("paused until ")
+    assert state.latest is not None and state.latest["paused"]  # the view refreshed
+
+    actions.resume_button.click()
+    actions.confirm_button.click()
+    await actions.last
+    assert not (await ps.jetstream.consumer_info("S", "acts")).paused
+
+    actions.reset_seq.value = "2"
+    actions.reset_button.click()
+    assert "sequence 2" in actions.question.value
+    actions.confirm_button.click()
+    await actions.last
+    assert actions.status.value.startswith("reset: ack floor now 1")
+    assert (await ps.jetstream.consumer_info("S", "acts")).num_pending == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("pause_for", "soon", "pause for"),
+        ("reset_seq", "0", "not a stream sequence"),
+    ],
+)
+async def test_actions_refuse_bad_input_before_asking(
+    ps: JetStreamPubSub, field: str, value: str, words: str
+) -> None:
+    await ps.jetstream.add_consumer("S", api.ConsumerConfig(durable_name="bad"))
+    actions = ConsumerState(ps, "S", "bad").actions
+    assert actions is not None
+    getattr(actions, field).value = value
+    (actions.pause_button if field == "pause_for" else actions.reset_button).click()
+    assert words in actions.status.value and actions.question.value == ""
+    actions.confirm_button.click()  # nothing was asked: nothing to confirm
+    assert actions.last is None
+
+
+async def test_an_action_the_server_refuses_is_shown(ps: JetStreamPubSub) -> None:
+    await ps.jetstream.add_consumer("S", api.ConsumerConfig(durable_name="far"))
+    actions = ConsumerState(ps, "S", "far").actions
+    assert actions is not None
+    actions.reset_seq.value = "99"
+    actions.reset_button.click()
+    actions.confirm_button.click()
+    await actions.last
+    assert "outside stream" in actions.status.value
+
+
 @pytest.mark.parametrize("mode", ["push", "pull"])
 async def test_the_consumer_kind_is_shown(nats_server: Any, mode: str) -> None:
     """consumerMode reaches the record, the header badge and the consumer report."""

@@ -685,3 +685,24 @@ async def _state_when_acked(sub: Any, n: int) -> Any:
 async def test_subscribe_raw_payload_flag_is_read_like_publish(ps: JetStreamPubSub) -> None:
     with pytest.raises(jsnb.MetadataError, match="rawPayload 'perhaps'"):
         await ps.subscribe("orders", print, metadata={"rawPayload": "perhaps"})
+
+
+async def test_lifecycle_moves_one_way_and_a_failed_init_may_be_retried(
+    nats_server: Any, tmp_path: Any
+) -> None:
+    from jsnb.server import NatsServer
+
+    ps = JetStreamPubSub()
+    assert ps.lifecycle is jsnb.Lifecycle.NEW
+    plain = NatsServer(store_dir=tmp_path / "s", extra_config="jetstream: disabled")
+    with plain, pytest.raises(jsnb.ConnectError):
+        await ps.init({"natsURL": plain.url})
+    assert ps.lifecycle is jsnb.Lifecycle.NEW  # nothing to undo: init may be called again
+    await ps.init({"natsURL": nats_server.url})
+    assert ps.lifecycle is jsnb.Lifecycle.OPEN and "connected" in repr(ps)
+    with pytest.raises(jsnb.JsnbError, match="already called"):
+        await ps.init()
+    await ps.close()
+    assert ps.lifecycle is jsnb.Lifecycle.CLOSED and "closed" in repr(ps)
+    with pytest.raises(jsnb.ComponentClosedError):
+        await ps.init()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from jsnb.widgets.advisory_feed import AdvisoryFeed
 from jsnb.widgets.config_form import ConfigForm
+from jsnb.widgets.consumer_actions import ConsumerActions
 from jsnb.widgets.consumer_state import ConsumerState, StreamState
 from jsnb.widgets.lab import RedeliveryLab
 from jsnb.widgets.message_table import MessageTable
@@ -17,6 +18,7 @@ from jsnb.widgets.stream_browser import StreamBrowser
 __all__ = [
     "AdvisoryFeed",
     "ConfigForm",
+    "ConsumerActions",
     "ConsumerState",
     "MessageTable",
     "RedeliveryLab",

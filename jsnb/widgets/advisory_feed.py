@@ -1,8 +1,13 @@
 """A live table of the server's advisories: NAKs, terminations, exhausted messages, actions.
 
->>> from jsnb.widgets.advisory_feed import AdvisoryFeed
->>> feed = AdvisoryFeed()  # AdvisoryFeed(ps, "ORDERS") listens once displayed or started
->>> # await feed.start(); ...; feed.to_dataframe()
+>>> feed = AdvisoryFeed(ps, "ORDERS")  # listens once displayed or started
+>>> await feed.start()
+>>> _ = await ps.jetstream.add_consumer("ORDERS", durable_name="audit")
+>>> _ = await jsnb.until(lambda: feed.rows)
+>>> feed.flush()
+>>> feed.to_dataframe()[["kind", "consumer"]].values.tolist()
+[['consumer_created', 'audit']]
+>>> await feed.stop()
 
 Rows are drawn the way :class:`~jsnb.widgets.MessageTable` draws them (the
 same page-side view, ``message_table.js``): recording is an append to a
@@ -23,12 +28,15 @@ import ipywidgets as widgets
 
 from jsnb import sync
 from jsnb.advisories import Advisories, Advisory, AdvisoryKind, parse_kinds
+from jsnb.errors import InvalidArgumentError
 from jsnb.widgets.message_table import _column, _RowsView
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from jsnb.pubsub import JetStreamPubSub
+
+__all__ = ["AdvisoryFeed"]
 
 _VIEW_COLUMNS = (
     _column("time", "server time of the event (UTC)", "13ch"),
@@ -64,7 +72,7 @@ class AdvisoryFeed(widgets.VBox):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if min(max_rows, shown_rows, visible_rows) < 1 or refresh_hz <= 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"jsnb: max_rows {max_rows}, shown_rows {shown_rows} and visible_rows "
                 f"{visible_rows} must be 1 or more, refresh_hz {refresh_hz} above 0"
             )

@@ -30,8 +30,10 @@ import traitlets
 
 from jsnb.component_yaml import Secrets, read_component
 from jsnb.durations import format_duration, parse_duration
-from jsnb.errors import MetadataError
+from jsnb.errors import InvalidArgumentError, MetadataError
 from jsnb.metadata import FieldInfo, Kind, Metadata, format_value, iter_groups
+
+__all__ = ["ConfigForm"]
 
 _ERROR_STYLE = "color:#c62828"
 _VALID_STYLE = "color:#2e7d32"
@@ -108,7 +110,9 @@ def _shown_fields(keys: Sequence[str] | None) -> tuple[FieldInfo, ...]:
             wanted.add(Metadata.field_info(key).key)
         except KeyError:
             known = ", ".join(info.key for info in table)
-            raise ValueError(f"jsnb: {key!r} is not a component property; known: {known}") from None
+            raise InvalidArgumentError(
+                f"jsnb: {key!r} is not a component property; known: {known}"
+            ) from None
     return tuple(info for info in table if info.key in wanted)
 
 
@@ -121,7 +125,8 @@ class ConfigForm(widgets.VBox):
 
     Args:
         metadata: Initial values (a ``Metadata`` or Dapr's property map);
-            without it every field starts at its default and ``natsURL`` empty.
+            without it every field starts at its default and ``natsURL`` is
+            ``embedded``: the metadata ``JetStreamPubSub({})`` runs with.
         keys: Show only these fields (a sub-form, e.g. retry settings);
             the others keep their values from *base*.
         base: Values of the fields not shown; defaults to *metadata*.
@@ -144,11 +149,10 @@ class ConfigForm(widgets.VBox):
         base: Metadata | Mapping[str, Any] | None = None,
     ) -> None:
         base_md = Metadata.from_properties(base, allow_embedded=True) if base is not None else None
-        start = (
-            Metadata.from_properties(metadata, allow_embedded=True)
-            if metadata is not None
-            else base_md
-        )
+        if metadata is not None:
+            start = Metadata.from_properties(metadata, allow_embedded=True)
+        else:  # as JetStreamPubSub({}) reads nothing: every default, the embedded server
+            start = base_md or Metadata.from_properties({}, allow_embedded=True)
         self._base = base_md or start
         self._metadata: Metadata | None = None
         self._errors: dict[str, str] = {}

@@ -1,10 +1,11 @@
 """Live views of a consumer's and a stream's server-side state, polled on an interval.
 
->>> from jsnb.widgets.consumer_state import ConsumerState, StreamState
->>> # state = ConsumerState(ps, "ORDERS", "my-consumer")  # or ConsumerState.for_subscription(sub)
->>> # state                          # displaying it starts polling once a second
->>> # await state.refresh()          # or poll once, now
->>> # state.dataframe, state.history # latest snapshot, and the counters over time
+>>> _ = await ps.publish("orders", {"id": 1})
+>>> _ = await ps.jetstream.add_consumer("ORDERS", durable_name="billing")
+>>> state = ConsumerState(ps, "ORDERS", "billing")  # or ConsumerState.for_subscription(sub)
+>>> record = await state.refresh()   # displaying it polls once a second; this polls now
+>>> record["num_pending"], len(state.history)    # the latest snapshot, the counters over time
+(1, 1)
 
 The server's answer is what the counters mean: ``num_ack_pending`` is what
 was delivered and not yet acknowledged, the ack floor is the highest sequence
@@ -32,14 +33,25 @@ import ipywidgets as widgets
 from nats.js import api
 
 from jsnb.consumer import FieldDrift, compare
+from jsnb.errors import InvalidArgumentError, LoopNotRunningError
 from jsnb.metadata import Metadata
 from jsnb.state import COUNTER_HELP, consumer_record, stream_record, to_frame
+from jsnb.widgets.consumer_actions import ConsumerActions
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
     from jsnb.subscription import Subscription
+
+__all__ = [
+    "CONSUMER_COUNTERS",
+    "CONSUMER_TILES",
+    "STREAM_COUNTERS",
+    "STREAM_TILES",
+    "ConsumerState",
+    "StreamState",
+]
 
 CONSUMER_COUNTERS = (
     "delivered_stream_seq",
@@ -111,7 +123,7 @@ class _Poller(widgets.VBox):
         # First: Widget.__del__ calls close(), and so stop(), even when __init__ raised.
         self._task: asyncio.Task[None] | None = None
         if interval <= 0 or history < 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"jsnb: interval {interval} must be above 0 and history {history} 1 or more"
             )
         self.interval = interval
@@ -173,7 +185,7 @@ class _Poller(widgets.VBox):
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise RuntimeError(
+            raise LoopNotRunningError(
                 "jsnb: polling needs a running event loop: call start() from a notebook cell "
                 "or a coroutine, or poll once with `await state.refresh()`"
             ) from None
@@ -354,10 +366,16 @@ class ConsumerState(_Poller):
             history=history,
         )
         self._help = COUNTER_HELP
+        details = self.children[3]
         if self.metadata is not None:
-            details = self.children[3]
             details.children = (*details.children, self._drift_view)
-            details.set_title(1, "drift from the metadata")
+            details.set_title(len(details.children) - 1, "drift from the metadata")
+        # Actions need a component (a bare JetStreamContext has no explorer calls).
+        self.actions: ConsumerActions | None = None
+        if hasattr(ps_or_js, "jetstream"):
+            self.actions = ConsumerActions(ps_or_js, stream, consumer, on_done=self.refresh)
+            details.children = (*details.children, self.actions)
+            details.set_title(len(details.children) - 1, "actions: pause, resume, reset")
 
     @classmethod
     def for_subscription(

@@ -1,9 +1,10 @@
 """The redelivery lab: tune ackWait, backOff and maxDeliver, run a scenario, see the effect.
 
->>> from jsnb.widgets import RedeliveryLab
->>> lab = RedeliveryLab()          # display it in a cell, or drive it from code:
->>> # result = await lab.arun(Scenario(messages=5, fail_times=2), {"backOff": "100ms, 1s"})
->>> # result.attempts             # observed vs predicted delay per attempt
+>>> from jsnb.lab import Scenario
+>>> lab = RedeliveryLab(ps.nc.connected_url.geturl())  # display it, or drive it from code:
+>>> result = await lab.arun(Scenario(messages=2, fail_times=1), {"backOff": "100ms, 1s"})
+>>> len(result.attempts)             # observed vs predicted delay per attempt
+4
 
 A form for the retry and delivery fields, scenario controls and a Run button;
 each run goes through :func:`jsnb.lab.run_scenario` on a fresh stream, and the
@@ -27,6 +28,8 @@ from jsnb.widgets.config_form import ConfigForm
 
 if TYPE_CHECKING:
     import pandas as pd
+
+__all__ = ["BEHAVIOURS", "DEFAULTS", "LAB_KEYS", "SHOWN_ATTEMPTS", "RedeliveryLab"]
 
 LAB_KEYS = ("ackWait", "backOff", "maxDeliver", "maxAckPending", "ackPolicy", "concurrencyMode")
 # No ackWait: with backOff set, nats-server replaces it by backOff[0] (jsnb warns).
@@ -231,7 +234,7 @@ class RedeliveryLab(widgets.VBox):
             if more
             else ""
         )
-        table = shown.to_html(index=False, float_format="%.3f", na_rep="", border=0)
+        table = shown.to_html(index=False, float_format="{:.3f}".format, na_rep="", border=0)
         self.attempts_view.value = _scrollable(table) + note
 
 

@@ -35,10 +35,13 @@ import anywidget
 import ipywidgets as widgets
 import traitlets
 
+from jsnb.errors import InvalidArgumentError
 from jsnb.messages import DeliveryEvent, Outcome
 
 if TYPE_CHECKING:
     import pandas as pd
+
+__all__ = ["RATE_WINDOW", "MessageTable"]
 
 
 def _column(label: str, tip: str, width: str = "", *, number: bool = False) -> dict[str, Any]:
@@ -83,7 +86,7 @@ class _RowsView(anywidget.AnyWidget):
 
     _esm = _HERE / "message_table.js"
     _css = _HERE / "message_table.css"
-    columns = traitlets.List().tag(sync=True)
+    columns: traitlets.List[str] = traitlets.List().tag(sync=True)
     shown_rows = traitlets.Int().tag(sync=True)
     visible_rows = traitlets.Int().tag(sync=True)
 
@@ -111,7 +114,7 @@ class MessageTable(widgets.VBox):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if min(max_rows, shown_rows, visible_rows) < 1 or refresh_hz <= 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"jsnb: max_rows {max_rows}, shown_rows {shown_rows} and visible_rows "
                 f"{visible_rows} must be 1 or more, refresh_hz {refresh_hz} above 0"
             )

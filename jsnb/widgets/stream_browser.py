@@ -1,10 +1,15 @@
 """Page through a stream's stored messages in a notebook, and open any one of them whole.
 
->>> from jsnb.widgets.stream_browser import StreamBrowser
->>> # browser = StreamBrowser(ps, "ORDERS")  # displaying it loads the first page
->>> # await browser.show(since="10m")        # or drive it from code, as its controls do
->>> # await browser.next_page(); await browser.open_message(42)
->>> # browser.page, browser.message, browser.acks
+>>> for i in range(3):
+...     _ = await ps.publish("orders", {"id": i})
+>>> browser = StreamBrowser(ps, "ORDERS", limit=2)  # displaying it loads the first page
+>>> page = await browser.show()                     # or drive it from code, as its controls do
+>>> list(page.seq)
+[1, 2]
+>>> list((await browser.next_page()).seq)
+[3]
+>>> (await browser.open_message(2)).seq             # the whole message, and who acked it
+2
 
 The view over :func:`jsnb.browse_stream`: pages back and forth, a jump to a
 sequence or a time, a subject filter, and one message opened with its
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from jsnb import sync
+from jsnb.errors import InvalidArgumentError
 from jsnb.explorer import StoredMessage, acked_by, browse_stream, read_message
 
 if TYPE_CHECKING:
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from jsnb.explorer import _Server
+
+__all__ = ["StreamBrowser"]
 
 _ROW_PX = 21
 _CELL = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;padding:1px 4px"
@@ -58,7 +66,7 @@ class StreamBrowser(widgets.VBox):
         self, ps: _Server, stream: str, *, limit: int = 20, visible_rows: int = 12
     ) -> None:
         if limit < 1 or visible_rows < 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"jsnb: limit {limit} and visible_rows {visible_rows} must be 1 or more"
             )
         self.ps = ps
@@ -181,7 +189,7 @@ class StreamBrowser(widgets.VBox):
     def _since_value(self) -> dt.datetime | str:
         import datetime as dt
 
-        text = self.since.value.strip()
+        text: str = self.since.value.strip()
         try:
             return dt.datetime.fromisoformat(text)
         except ValueError:
