@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import html
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,6 +36,7 @@ from jsnb.advisories import Advisories, AdvisoryKind
 from jsnb.cloudevents import wrap
 from jsnb.connection import PUBLISH_ASYNC_MAX_PENDING, api_prefix, auth_method, connect
 from jsnb.dispatch import BulkHandler, Handler, Listener
+from jsnb.display import key_value_table
 from jsnb.errors import (
     ArgumentTypeError,
     ComponentClosedError,
@@ -509,8 +509,4 @@ class JetStreamPubSub:
             "auth": auth_method(self.metadata) if self.metadata else "-",
             "subscriptions": ", ".join(s.topic for s in self._subs) or "none",
         }
-        body = "".join(
-            f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(v))}</td></tr>"
-            for k, v in rows.items()
-        )
-        return f"<table class='jsnb-pubsub'>{body}</table>"
+        return key_value_table(rows.items(), css_class="jsnb-pubsub")

@@ -40,9 +40,10 @@ import nats.errors
 import jsnb
 
 # Failures a publisher should retry with the same id: the server is away, slow,
-# or electing a leader (jsnb reports a leaderless stream as StreamNotFoundError;
-# see test_cluster_faults.py). Anything else (a bad topic, bad metadata) is a bug.
-RETRIABLE = (nats.errors.Error, TimeoutError, ConnectionError, jsnb.StreamNotFoundError)
+# or electing a leader (jsnb reports a leaderless stream as StreamUnavailableError, a
+# ConnectionError; see test_cluster_faults.py). Anything else is a bug, and a stream
+# that is really missing (StreamNotFoundError) must fail the test, not be retried.
+RETRIABLE = (nats.errors.Error, TimeoutError, ConnectionError)
 RETRY_PAUSE = 0.1
 
 

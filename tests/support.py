@@ -1,4 +1,5 @@
-"""Small test utilities: polling with a deadline instead of sleeping and hoping."""
+"""The tests' helpers that are not fixtures: polling with a deadline instead of sleeping and
+hoping, components made on demand, settled-consumer checks and a recording handler."""
 
 from __future__ import annotations
 
@@ -47,3 +48,24 @@ class Recorder:
     @property
     def data(self) -> list[bytes]:
         return [m.data for m in self.messages]
+
+
+async def make(server: Any, **props: Any) -> Any:
+    """A component connected to *server* with *props*; close it (``async with``) when done."""
+    from jsnb import JetStreamPubSub
+
+    return await JetStreamPubSub().init({"natsURL": server.url, **props})
+
+
+def _settled(info: Any, last_seq: int) -> bool:
+    return bool(info.ack_floor.stream_seq == last_seq and info.num_ack_pending == 0)
+
+
+async def all_acked(sub: Any, last_seq: int) -> bool:
+    """Whether *sub*'s consumer has acked everything up to *last_seq* and holds nothing."""
+    return _settled(await sub.consumer_info(), last_seq)
+
+
+async def consumer_acked(ps: Any, stream: str, consumer: str, last_seq: int) -> bool:
+    """:func:`all_acked` for a consumer named on the server (its subscriber may be gone)."""
+    return _settled(await ps.consumer_info(stream, consumer), last_seq)

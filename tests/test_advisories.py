@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 from nats.js import JetStreamContext, api
 
@@ -17,21 +15,7 @@ from jsnb import Advisory, AdvisoryKind, JetStreamPubSub, ensure_stream
 from jsnb.widgets import AdvisoryFeed
 from tests.support import eventually
 
-
-@pytest.fixture
-async def ps(nats_server: Any) -> AsyncIterator[JetStreamPubSub]:
-    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
-        await ensure_stream(component, "S", ["s.>"])
-        yield component
-
-
-@pytest.fixture
-async def js(nats_server: Any) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
+pytestmark = pytest.mark.streams(S=["s.>"])
 
 
 async def collect(feed: jsnb.Advisories, count: int, timeout: float = 10.0) -> list[Advisory]:

@@ -48,18 +48,6 @@ async def test_token_rejected(token_server: NatsServer, props: dict[str, str], h
     assert "wrong" not in str(info.value) or props == {}
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def tls_server(tmp_path: Path, tls_files: TLSFiles) -> Iterator[NatsServer]:
-    config = tls_files.server_config(verify_clients=True)
-    with NatsServer(store_dir=tmp_path / "s", tls=config) as server:
-        yield server
-
-
 def tls_props(server: NatsServer, files: TLSFiles, **extra: str) -> dict[str, str]:
     return {
         "natsURL": server.url.replace("nats://", "tls://"),
@@ -68,9 +56,9 @@ def tls_props(server: NatsServer, files: TLSFiles, **extra: str) -> dict[str, st
     }
 
 
-async def test_tls_client_cert_accepted(tls_server: NatsServer, tls_files: TLSFiles) -> None:
+async def test_tls_client_cert_accepted(mtls_server: NatsServer, tls_files: TLSFiles) -> None:
     props = tls_props(
-        tls_server,
+        mtls_server,
         tls_files,
         tls_client_cert=str(tls_files.client_cert),
         tls_client_key=str(tls_files.client_key),
@@ -80,18 +68,18 @@ async def test_tls_client_cert_accepted(tls_server: NatsServer, tls_files: TLSFi
 
 
 async def test_tls_without_client_cert_rejected(
-    tls_server: NatsServer, tls_files: TLSFiles
+    mtls_server: NatsServer, tls_files: TLSFiles
 ) -> None:
     with pytest.raises(ConnectError, match=r"jsnb: .*(TLS|authorization|cannot connect)"):
-        await JetStreamPubSub().init(tls_props(tls_server, tls_files))
+        await JetStreamPubSub().init(tls_props(mtls_server, tls_files))
 
 
 async def test_tls_wrong_ca_fails_clearly(
-    tls_server: NatsServer, tls_files: TLSFiles, tmp_path: Path
+    mtls_server: NatsServer, tls_files: TLSFiles, tmp_path: Path
 ) -> None:
     other = make_tls_files(tmp_path / "other")
     props = tls_props(
-        tls_server,
+        mtls_server,
         other,
         tls_client_cert=str(tls_files.client_cert),
         tls_client_key=str(tls_files.client_key),
@@ -100,9 +88,9 @@ async def test_tls_wrong_ca_fails_clearly(
         await JetStreamPubSub().init(props)
 
 
-async def test_tls_missing_file_names_the_field(tls_server: NatsServer, tmp_path: Path) -> None:
+async def test_tls_missing_file_names_the_field(mtls_server: NatsServer, tmp_path: Path) -> None:
     props = {
-        "natsURL": tls_server.url,
+        "natsURL": mtls_server.url,
         "tls_client_cert": str(tmp_path / "nope.crt"),
         "tls_client_key": str(tmp_path / "nope.key"),
     }

@@ -20,7 +20,7 @@ import pytest
 from jsnb import JetStreamPubSub, JsnbError, ensure_stream
 from jsnb.server import LocalCluster
 from tests.reliability import PublishStats, Tally, publish_numbered, record
-from tests.support import eventually
+from tests.support import all_acked, eventually
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ async def test_replicated_stream_survives_follower_and_leader_kills(
             lambda: [node.monitor("jsz")["messages"] for node in cluster.nodes] == [n] * 3,
             timeout=30,
         )
-        await eventually(lambda: _all_acked(sub, n), timeout=30)
+        await eventually(lambda: all_acked(sub, n), timeout=30)
         record(
             "cluster-node-kills",
             fault="3-node cluster, R3 stream and consumer: SIGKILL a follower, restart it, "
@@ -175,11 +175,6 @@ async def _resumed(
 async def _other_leader(ps: JetStreamPubSub, stream: str, old: str) -> str | None:
     leader = await stream_leader(ps, stream)
     return leader if leader not in (None, old) else None
-
-
-async def _all_acked(sub: object, n: int) -> bool:
-    info = await sub.consumer_info()  # type: ignore[attr-defined]
-    return info.ack_floor.stream_seq == n and info.num_ack_pending == 0
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import ipywidgets as widgets
@@ -20,12 +19,7 @@ from jsnb.widgets.consumer_state import (
 )
 from tests.support import eventually
 
-
-@pytest.fixture
-async def ps(nats_server: Any) -> AsyncIterator[JetStreamPubSub]:
-    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
-        await ensure_stream(component, "S", ["s"])
-        yield component
+pytestmark = pytest.mark.streams(S=["s"])
 
 
 def status(state: ConsumerState | StreamState) -> str:

@@ -18,25 +18,15 @@ import jsnb
 from jsnb import JetStreamPubSub, Message, MetadataError, Outcome, StreamNotFoundError
 from jsnb.retry import RetryRule
 from jsnb.server import NatsServer
-from tests.support import Recorder, eventually
+from tests.support import Recorder, all_acked, eventually, make
 
-
-@pytest.fixture
-async def ps(nats_server: NatsServer) -> Any:
-    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
-        await jsnb.ensure_stream(component, "ORDERS", ["orders", "orders.>"])
-        await jsnb.ensure_stream(component, "DLQ", ["dlq"])
-        yield component
+pytestmark = pytest.mark.streams(ORDERS=["orders", "orders.>"], DLQ=["dlq"])
 
 
 @pytest.fixture(params=["push", "pull"])
 def consumer_mode(request: pytest.FixtureRequest) -> str:
     """Push and pull consumers must pass the same delivery tests (issue 13)."""
     return str(request.param)
-
-
-async def make(server: NatsServer, **props: Any) -> JetStreamPubSub:
-    return await JetStreamPubSub({"natsURL": server.url, **props}).init()
 
 
 async def _fail(msg: Message) -> None:
@@ -593,13 +583,8 @@ async def test_handler_three_times_the_ack_deadline(
             await eventually(lambda: sub.acked >= 1)
             assert slow.deliveries == [(1, 1)]
             assert sub.keep_alive is not None and sub.keep_alive.sent >= 6  # 3 s / (1 s / 3)
-            info = await eventually(lambda: _settled(sub), timeout=5)  # the server agrees
-            assert info.num_redelivered == 0
-
-
-async def _settled(sub: jsnb.Subscription) -> Any:
-    info = await sub.consumer_info()
-    return info if info.num_ack_pending == 0 else None
+            await eventually(lambda: all_acked(sub, 1), timeout=5)  # the server agrees
+            assert (await sub.consumer_info()).num_redelivered == 0
 
 
 @pytest.mark.parametrize("mode", ["push", "pull"])
@@ -628,7 +613,7 @@ async def test_keep_alive_covers_acks_held_back_by_ack_policy_all(nats_server: N
         for i in range(5):
             await ps.publish("held", f"m{i}")
         await eventually(lambda: slow.finished >= 5, timeout=15)
-        await eventually(lambda: _settled(sub), timeout=5)
+        await eventually(lambda: all_acked(sub, 5), timeout=5)
         assert sorted(slow.deliveries) == [(seq, 1) for seq in range(1, 6)]
 
 

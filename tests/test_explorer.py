@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 from nats.js import JetStreamContext, api
 
@@ -16,22 +14,7 @@ from jsnb.explorer import MAX_PAGE, REPORT_COLUMNS
 from jsnb.widgets import ConsumerState, StreamBrowser
 from tests.support import eventually
 
-
-@pytest.fixture
-async def ps(nats_server: Any) -> AsyncIterator[JetStreamPubSub]:
-    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
-        await ensure_stream(component, "S", ["s.>"])
-        yield component
-
-
-@pytest.fixture
-async def js(nats_server: Any) -> AsyncIterator[JetStreamContext]:
-    """A raw nats-py client: consumers and messages made by someone other than jsnb."""
-    nc = await nats.connect(nats_server.url)
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
+pytestmark = pytest.mark.streams(S=["s.>"])
 
 
 # -- consumer report ---------------------------------------------------------------------

@@ -14,7 +14,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -35,18 +34,9 @@ from tests.reliability import (
     publish_numbered,
     record,
 )
-from tests.support import eventually
+from tests.support import consumer_acked, eventually, make
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-async def make(server: NatsServer, **props: Any) -> JetStreamPubSub:
-    return await JetStreamPubSub().init({"natsURL": server.url, **props})
-
-
-async def all_acked(ps: JetStreamPubSub, stream: str, consumer: str, last_seq: int) -> bool:
-    info = await ps.consumer_info(stream, consumer)
-    return info.ack_floor.stream_seq == last_seq and info.num_ack_pending == 0
 
 
 # -- the server dies -------------------------------------------------------------------
@@ -83,7 +73,7 @@ async def test_server_sigkilled_mid_stream_then_restarted_loses_nothing(
         assert check.lost == 0, str(check)
         info = await publisher.stream_info("FAULTS")
         assert info.state.messages == n, "retries reused their CloudEvent id: stored once each"
-        await eventually(lambda: all_acked(publisher, "FAULTS", "survivor", n), timeout=30)
+        await eventually(lambda: consumer_acked(publisher, "FAULTS", "survivor", n), timeout=30)
         assert stored_at_kill < n, "the kill happened mid-stream"
         record(
             "server-sigkill",
@@ -168,7 +158,7 @@ async def test_subscriber_process_killed_before_ack_hands_over_its_messages(
         tally = Tally()
         await ps.subscribe("work", tally.handler)
         await eventually(lambda: tally.distinct + len(by_worker) >= n, timeout=30)
-        await eventually(lambda: all_acked(ps, "WORK", "worker", n), timeout=30)
+        await eventually(lambda: consumer_acked(ps, "WORK", "worker", n), timeout=30)
 
         check = compare(numbers, by_worker + tally.counts)
         assert check.lost == 0, str(check)
@@ -246,7 +236,7 @@ async def test_failure_storm_ends_every_message_acked_or_dead_lettered(
         assert resp.ok, resp.failed_entries[:3]
 
         await eventually(lambda: acked.distinct + dead.distinct >= n, timeout=60)
-        await eventually(lambda: all_acked(ps, "STORM", "storm", n), timeout=30)
+        await eventually(lambda: consumer_acked(ps, "STORM", "storm", n), timeout=30)
         assert not set(acked.counts) & set(dead.counts), "a message was both acked and dead"
         check = compare(numbers, acked.counts + dead.counts)
         assert check.lost == 0 and check.unexpected == (), str(check)

@@ -38,7 +38,9 @@ from jsnb.cloudevents import unwrap
 from jsnb.consumer import consumer_config
 from jsnb.pubsub import check_topic
 from jsnb.server import NatsServer
-from tests.support import eventually
+from tests.support import all_acked, eventually, make
+
+pytestmark = [pytest.mark.component(ackWait="1s"), pytest.mark.streams(HOSTILE=["h", "h.>"])]
 
 SEED_YAML = Path(__file__).resolve().parent / "data" / "seed-component.yaml"
 RAW = {"rawPayload": "true"}
@@ -273,22 +275,6 @@ def test_publish_topics_are_valid_subjects_or_value_errors(topic: str) -> None:
 
 
 # -- a live server ------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def ps(nats_server: NatsServer) -> Any:
-    async with JetStreamPubSub({"natsURL": nats_server.url, "ackWait": "1s"}) as component:
-        await ensure_stream(component, "HOSTILE", ["h", "h.>"])
-        yield component
-
-
-async def make(server: NatsServer, **props: Any) -> JetStreamPubSub:
-    return await JetStreamPubSub().init({"natsURL": server.url, **props})
-
-
-async def all_acked(sub: Any, last_seq: int) -> bool:
-    info = await sub.consumer_info()
-    return info.ack_floor.stream_seq == last_seq and info.num_ack_pending == 0
 
 
 BAD_TOPICS = ["a b", "h.*", "h.>", ">", "a\tb", "h\r\nPUB x 1", "", "a..b", ".h", "h."]

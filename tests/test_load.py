@@ -16,7 +16,7 @@ from jsnb import BulkMessageEntry, JetStreamPubSub, Message, Outcome, ensure_str
 from jsnb.server import NatsServer
 from jsnb.widgets.message_table import MessageTable
 from tests.reliability import Check, record, rss_bytes
-from tests.support import eventually
+from tests.support import all_acked, eventually
 
 N = 200_000
 WARM_UP = 5_000
@@ -72,7 +72,7 @@ async def test_200k_messages_with_a_message_table_lose_nothing_in_bounded_memory
         finished = time.monotonic()
         done.set()
         await watcher
-        await eventually(lambda: _all_acked(sub, total), timeout=30)
+        await eventually(lambda: all_acked(sub, total), timeout=30)
 
         counts = {i: seen[i] for i in range(1, total + 1) if seen[i]}
         check = Check(
@@ -105,8 +105,3 @@ async def test_200k_messages_with_a_message_table_lose_nothing_in_bounded_memory
         )
         assert growth < RSS_GROWTH_LIMIT, f"RSS grew {growth / 2**20:.1f} MiB"
         table.detach()
-
-
-async def _all_acked(sub: object, last_seq: int) -> bool:
-    info = await sub.consumer_info()  # type: ignore[attr-defined]
-    return info.ack_floor.stream_seq == last_seq and info.num_ack_pending == 0

@@ -22,18 +22,9 @@ from jsnb import (
     ensure_stream,
 )
 from jsnb.consumer import ConsumerConflictError
-from tests.support import Recorder, eventually
+from tests.support import Recorder, eventually, make
 
-
-@pytest.fixture
-async def ps(nats_server: Any) -> Any:
-    async with JetStreamPubSub({"natsURL": nats_server.url}) as component:
-        await ensure_stream(component, "ORDERS", ["orders", "orders.>", "dlq"])
-        yield component
-
-
-async def make(nats_server: Any, **props: Any) -> JetStreamPubSub:
-    return await JetStreamPubSub().init({"natsURL": nats_server.url, **props})
+pytestmark = pytest.mark.streams(ORDERS=["orders", "orders.>", "dlq"])
 
 
 # -- round trips --------------------------------------------------------------------

@@ -16,7 +16,6 @@ import socket
 import stat
 import traceback
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,17 +222,6 @@ async def test_credentials_in_the_url_are_not_shown(tmp_path: Path, password: st
 
 
 # -- TLS ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def tls_server(tmp_path: Path, tls_files: TLSFiles) -> Iterator[NatsServer]:
-    with NatsServer(store_dir=tmp_path / "store", tls=tls_files.server_config()) as server:
-        yield server
 
 
 async def test_tls_verifies_the_server_certificate_by_default(tls_server: NatsServer) -> None:

@@ -30,10 +30,10 @@ from jsnb.server import (
     LocalCluster,
     NatsServer,
     TLSConfig,
-    _api_answers,
     nats_server_binary,
     nats_server_version,
 )
+from jsnb.server.cluster import api_answers
 from jsnb.streams import stream_for_subject
 
 TOKEN = 'tok$en "with" \\ odd é chars'
@@ -280,7 +280,7 @@ async def test_a_fresh_cluster_takes_an_r3_stream_at_once_every_time(tmp_path: P
 @pytest.mark.slow
 async def test_without_quorum_no_leader_is_named_and_a_waiting_create_succeeds() -> None:
     async with LocalCluster(2, name="quorum", token=TOKEN) as cluster:
-        assert [_api_answers(node) for node in cluster.nodes] == [True, True], "probed with token"
+        assert [api_answers(node) for node in cluster.nodes] == [True, True], "probed with token"
         # Kill the leader: a leader that lost its quorum still answers reads for a while.
         leader = [n.options.server_name for n in cluster.nodes].index(
             await cluster.await_meta_leader()

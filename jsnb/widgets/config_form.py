@@ -29,15 +29,16 @@ import ipywidgets as widgets
 import traitlets
 
 from jsnb.component_yaml import Secrets, read_component
+from jsnb.display import ERROR_COLOUR, MUTED_COLOUR, OK_COLOUR
 from jsnb.durations import format_duration, parse_duration
 from jsnb.errors import InvalidArgumentError, MetadataError
 from jsnb.metadata import FieldInfo, Kind, Metadata, format_value, iter_groups
 
 __all__ = ["ConfigForm"]
 
-_ERROR_STYLE = "color:#c62828"
-_VALID_STYLE = "color:#2e7d32"
-_MUTED_STYLE = "color:#757575"
+_ERROR_STYLE = f"color:{ERROR_COLOUR}"
+_VALID_STYLE = f"color:{OK_COLOUR}"
+_MUTED_STYLE = f"color:{MUTED_COLOUR}"
 _CONTROL_LAYOUT = {"width": "34em"}
 _DESCRIPTION_STYLE = {"description_width": "10em"}
 # A browser's Number holds integers exactly only up to 2**53 - 1.

@@ -28,12 +28,13 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from jsnb.display import ERROR_COLOUR
 from jsnb.durations import parse_duration
 from jsnb.explorer import pause_consumer, reset_consumer, resume_consumer
 
 __all__ = ["ConsumerActions"]
 
-_ERROR = "color:#c62828"
+_ERROR = f"color:{ERROR_COLOUR}"
 _AUTO = widgets.Layout(width="auto")
 
 

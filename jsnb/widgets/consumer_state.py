@@ -33,6 +33,7 @@ import ipywidgets as widgets
 from nats.js import api
 
 from jsnb.consumer import FieldDrift, compare
+from jsnb.display import ERROR_COLOUR, MUTED_COLOUR, WARNING_COLOUR
 from jsnb.errors import InvalidArgumentError, LoopNotRunningError
 from jsnb.metadata import Metadata
 from jsnb.state import COUNTER_HELP, consumer_record, stream_record, to_frame
@@ -266,7 +267,7 @@ class _Poller(widgets.VBox):
             text = f"last refresh {when}"
         else:
             error = html.escape(self.error)
-            text = f"<span style='color:#c62828'>refresh failed at {when}: {error}</span>"
+            text = f"<span style='color:{ERROR_COLOUR}'>refresh failed at {when}: {error}</span>"
         polling = f"polling every {self.interval:g}s" if self.running else "not polling"
         self._status.value = f"{text} &middot; {polling}"
 
@@ -441,19 +442,21 @@ class ConsumerState(_Poller):
         if record["stalled"]:
             badges.append(
                 _badge(
-                    "#c62828",
+                    ERROR_COLOUR,
                     f"stalled: {record['num_ack_pending']:,} ack pending = maxAckPending, "
                     f"{record['num_pending']:,} waiting",
                     COUNTER_HELP["stalled"],
                 )
             )
         if record["paused"]:
-            badges.append(_badge("#6d4c41", "paused", "the server delivers nothing until resumed"))
+            badges.append(
+                _badge(MUTED_COLOUR, "paused", "the server delivers nothing until resumed")
+            )
         drifted = [row.key for row in self._drift if row.differs]
         if drifted:
             badges.append(
                 _badge(
-                    "#ef6c00",
+                    WARNING_COLOUR,
                     f"drift: {', '.join(drifted)}",
                     "the server's config differs from the metadata; see the drift section",
                 )
@@ -488,7 +491,7 @@ def _drift_table(rows: list[FieldDrift]) -> str:
     body = []
     for row in rows:
         cells = row.as_row()
-        style = "color:#c62828;font-weight:600" if row.differs else ""
+        style = f"color:{ERROR_COLOUR};font-weight:600" if row.differs else ""
         body.append(
             f"<tr style='{style}'>"
             + "".join(

@@ -35,6 +35,7 @@ import anywidget
 import ipywidgets as widgets
 import traitlets
 
+from jsnb.display import outcome_css
 from jsnb.errors import InvalidArgumentError
 from jsnb.messages import DeliveryEvent, Outcome
 
@@ -85,7 +86,7 @@ class _RowsView(anywidget.AnyWidget):
     """The scroll box of rows; rows reach it as messages (see ``message_table.js``)."""
 
     _esm = _HERE / "message_table.js"
-    _css = _HERE / "message_table.css"
+    _css = (_HERE / "message_table.css").read_text() + outcome_css(".jsnb-messages .jsnb-")
     columns: traitlets.List[str] = traitlets.List().tag(sync=True)
     shown_rows = traitlets.Int().tag(sync=True)
     visible_rows = traitlets.Int().tag(sync=True)

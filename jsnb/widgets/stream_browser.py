@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from jsnb import sync
+from jsnb.display import ERROR_COLOUR
 from jsnb.errors import InvalidArgumentError
 from jsnb.explorer import StoredMessage, acked_by, browse_stream, read_message
 
@@ -228,7 +229,9 @@ class StreamBrowser(widgets.VBox):
     def _draw(self) -> None:
         page = self.page
         if self.error is not None:
-            self._status.value = f"<span style='color:#c62828'>{html.escape(self.error)}</span>"
+            self._status.value = (
+                f"<span style='color:{ERROR_COLOUR}'>{html.escape(self.error)}</span>"
+            )
         elif page is None:
             self._status.value = "not read yet"
         else:
