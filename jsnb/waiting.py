@@ -1,8 +1,10 @@
 """Wait for a condition without holding the event loop: ``await jsnb.until(...)``.
 
->>> import asyncio, jsnb
->>> asyncio.run(jsnb.until(lambda: 7, what="a number"))
-7
+>>> got = []
+>>> sub = await ps.subscribe("orders", lambda msg: got.append(msg.json()))
+>>> _ = await ps.publish("orders", {"id": 7})
+>>> await jsnb.until(lambda: got, what="the order", timeout=10)
+[{'id': 7}]
 
 Deliveries, acks and the server's pings all run on the event loop the caller
 is waiting on, so a wait must keep that loop turning: ``time.sleep`` in a

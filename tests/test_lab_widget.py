@@ -10,6 +10,20 @@ from jsnb.lab import Scenario
 from jsnb.widgets import RedeliveryLab
 
 
+def test_the_lab_form_has_no_yaml_box() -> None:
+    lab = RedeliveryLab()
+    assert lab.form.yaml_text not in lab.form.children  # the lab owns the rest of the metadata
+    assert lab.form.sections in lab.form.children
+
+
+async def test_a_disagreement_is_shown_in_red(nats_server: Any) -> None:
+    lab = RedeliveryLab(nats_server.url)
+    await lab.arun(Scenario(messages=1, hang_seconds=2.5), {"ackWait": "1s", "maxDeliver": 2})
+    assert "disagree" in lab.discrepancies_view.value
+    assert "max_deliveries" in lab.discrepancies_view.value
+    assert "lost: <b>1</b>" in lab.status.value
+
+
 def test_controls_describe_the_scenario() -> None:
     lab = RedeliveryLab()
     lab.messages.value = 7
@@ -31,7 +45,11 @@ async def test_run_from_code_uses_the_form(nats_server: Any) -> None:
     assert sorted(first.attempts["next_delay_predicted_s"].dropna().unique()) == [0.1, 0.3]
     assert lab.progress.value == 3 == lab.progress.max
     assert bytes(lab.plot.value).startswith(b"\x89PNG")
-    assert "next_delay_observed_s" in lab.attempts_view.value
+    assert (
+        "<th>predicted</th>" in lab.attempts_view.value
+        and "<th>waited</th>" in lab.attempts_view.value
+    )
+    assert lab.discrepancies_view.value == ""  # both accounts agree
     lab.form.controls["backOff"].value = "50ms"
     second = await lab.arun(Scenario(messages=3, fail_times=2))
     table = lab.comparison()

@@ -94,3 +94,9 @@ def test_every_error_lives_in_the_error_tree_and_derives_from_jsnb_error() -> No
         assert cls.__name__ in jsnb.__all__, f"{cls.__name__} is not exported by jsnb"
         tree = (errors.__doc__ or "").split("```")[1]
         assert re.search(rf"\b{cls.__name__}\b", tree), f"{cls.__name__} is not in the drawn tree"
+
+
+def test_no_two_modules_share_a_name() -> None:
+    """``jsnb.lab`` and ``jsnb.widgets.lab`` were two modules a reader could confuse."""
+    leaves = [m.rsplit(".", 1)[-1] for m in MODULES if not m.endswith("__main__")]
+    assert len(leaves) == len(set(leaves)), sorted(n for n in leaves if leaves.count(n) > 1)

@@ -11,7 +11,7 @@ from jsnb.widgets.advisory_feed import AdvisoryFeed
 from jsnb.widgets.config_form import ConfigForm
 from jsnb.widgets.consumer_actions import ConsumerActions
 from jsnb.widgets.consumer_state import ConsumerState, StreamState
-from jsnb.widgets.lab import RedeliveryLab
+from jsnb.widgets.redelivery_lab import RedeliveryLab
 from jsnb.widgets.message_table import MessageTable
 from jsnb.widgets.stream_browser import StreamBrowser
 

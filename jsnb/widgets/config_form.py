@@ -131,6 +131,8 @@ class ConfigForm(widgets.VBox):
         keys: Show only these fields (a sub-form, e.g. retry settings);
             the others keep their values from *base*.
         base: Values of the fields not shown; defaults to *metadata*.
+        yaml: Show the YAML export / import box; a form embedded in a tool
+            that owns the rest of the metadata (the redelivery lab) leaves it out.
 
     ``controls`` maps each shown Dapr key to its widget, ``error_labels`` to
     its red message line. ``metadata`` is the last valid ``Metadata``,
@@ -148,6 +150,7 @@ class ConfigForm(widgets.VBox):
         *,
         keys: Sequence[str] | None = None,
         base: Metadata | Mapping[str, Any] | None = None,
+        yaml: bool = True,
     ) -> None:
         base_md = Metadata.from_properties(base, allow_embedded=True) if base is not None else None
         if metadata is not None:
@@ -186,7 +189,8 @@ class ConfigForm(widgets.VBox):
                 self.yaml_text,
             ]
         )
-        super().__init__(children=[self.sections, self.summary, self.notes, yaml_box])
+        children = [self.sections, self.summary, self.notes]
+        super().__init__(children=[*children, yaml_box] if yaml else children)
         self._load(start)
         for control in self.controls.values():
             control.observe(self._on_change, names="value")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from jsnb import sync
+from jsnb.display import ERROR_COLOUR
 from jsnb.lab import LabResult, Scenario, run_scenario, timeline_figure
 from jsnb.metadata import EMBEDDED, Metadata
 from jsnb.widgets.config_form import ConfigForm
@@ -29,7 +30,14 @@ from jsnb.widgets.config_form import ConfigForm
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BEHAVIOURS", "DEFAULTS", "LAB_KEYS", "SHOWN_ATTEMPTS", "RedeliveryLab"]
+__all__ = [
+    "BEHAVIOURS",
+    "DEFAULTS",
+    "LAB_KEYS",
+    "SHOWN_ATTEMPTS",
+    "SHOWN_COLUMNS",
+    "RedeliveryLab",
+]
 
 LAB_KEYS = ("ackWait", "backOff", "maxDeliver", "maxAckPending", "ackPolicy", "concurrencyMode")
 # No ackWait: with backOff set, nats-server replaces it by backOff[0] (jsnb warns).
@@ -40,6 +48,20 @@ BEHAVIOURS = {
     "hang longer than ackWait": "hang_seconds",
 }
 SHOWN_ATTEMPTS = 40
+# The attempts table on the page: what a row compares, under short headings, so it fits
+# beside JupyterLab's file browser; the DataFrame (``result.attempts``) keeps every column.
+SHOWN_COLUMNS = {
+    "message": "msg",
+    "attempt": "attempt",
+    "arrived_s": "arrived",
+    "waited_s": "waited",
+    "outcome": "outcome",
+    "server_event": "server",
+    "server_s": "server at",
+    "next": "next",
+    "next_delay_observed_s": "after",
+    "next_delay_predicted_s": "predicted",
+}
 
 
 async def _server_url(nats_url: str) -> str:
@@ -64,7 +86,9 @@ class RedeliveryLab(widgets.VBox):
     ) -> None:
         self.nats_url = nats_url
         self.results: list[LabResult] = []
-        self.form = ConfigForm(metadata if metadata is not None else DEFAULTS, keys=LAB_KEYS)
+        self.form = ConfigForm(
+            metadata if metadata is not None else DEFAULTS, keys=LAB_KEYS, yaml=False
+        )
         self.form.open_section("retry")
         style = {"description_width": "9em"}
         self.messages = widgets.BoundedIntText(
@@ -92,6 +116,7 @@ class RedeliveryLab(widgets.VBox):
         self.status = widgets.HTML()
         self.totals = widgets.HTML()
         self.plot = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.discrepancies_view = widgets.HTML()
         self.attempts_view = widgets.HTML()
         self.behaviour.observe(lambda _: self._show_behaviour(), names="value")
         self.scenario_box = widgets.VBox(
@@ -115,6 +140,7 @@ class RedeliveryLab(widgets.VBox):
                 self.status,
                 self.totals,
                 self.plot,
+                self.discrepancies_view,
                 self.attempts_view,
             ]
         )
@@ -166,7 +192,8 @@ class RedeliveryLab(widgets.VBox):
         if self.form.errors:
             problems = "; ".join(f"{k}: {v}" for k, v in self.form.errors.items())
             self.status.value = (
-                f"<span style='color:#c62828'>fix the form first: {html.escape(problems)}</span>"
+                f"<span style='color:{ERROR_COLOUR}'>fix the form first: "
+                f"{html.escape(problems)}</span>"
             )
             return
         self.run_button.disabled = True
@@ -174,7 +201,7 @@ class RedeliveryLab(widgets.VBox):
             await self.arun()
         except Exception as exc:
             self.status.value = (
-                f"<span style='color:#c62828'>run failed: {html.escape(str(exc))}</span>"
+                f"<span style='color:{ERROR_COLOUR}'>run failed: {html.escape(str(exc))}</span>"
             )
         finally:
             self.run_button.disabled = False
@@ -216,6 +243,14 @@ class RedeliveryLab(widgets.VBox):
         last = self.results[-1]
         state = "finished" if last.finished else "timed out (pending messages stay on the server)"
         self.status.value = f"run {last.run_id} {state}; lost: <b>{last.totals['lost']}</b>"
+        diff = last.discrepancies
+        self.discrepancies_view.value = (
+            ""
+            if diff.empty
+            else f"<p style='color:{ERROR_COLOUR}'><b>the client and the server disagree</b> "
+            f"({len(diff)}; <code>lab.results[-1].discrepancies</code>):</p>"
+            + _scrollable(diff.to_html(index=False, border=0))
+        )
         # One column per run: the last runs' settings and totals read across, side by side,
         # and a dozen fields fit the page's width where a row per run did not.
         runs = self.comparison().tail(6).set_index("run")
@@ -226,8 +261,7 @@ class RedeliveryLab(widgets.VBox):
         fig.savefig(buffer, format="png", dpi=90)
         self.plot.value = buffer.getvalue()
         attempts = last.attempts
-        # The page shows what a row compares; the DataFrame keeps every column.
-        shown = attempts.head(SHOWN_ATTEMPTS).drop(columns=["stream_seq", "settled_s"])
+        shown = attempts.head(SHOWN_ATTEMPTS)[list(SHOWN_COLUMNS)].rename(columns=SHOWN_COLUMNS)
         more = len(attempts) - len(shown)
         note = (
             f"<p>… {more} more attempts in <code>lab.results[-1].attempts</code></p>"
@@ -235,7 +269,13 @@ class RedeliveryLab(widgets.VBox):
             else ""
         )
         table = shown.to_html(index=False, float_format="{:.3f}".format, na_rep="", border=0)
-        self.attempts_view.value = _scrollable(table) + note
+        legend = (
+            "<p>seconds since publish: when each delivery <b>arrived</b>, how long it "
+            "<b>waited</b> in the client for its handler, the <b>server</b>'s advisory about it "
+            "and when, and the gap to what the server did <b>next</b>: observed and predicted "
+            "from the server's own starting point</p>"
+        )
+        self.attempts_view.value = legend + _scrollable(table) + note
 
 
 def _scrollable(table_html: str) -> str:
