@@ -24,10 +24,13 @@ class Jsnb:
 
         self.ps = await component().init()
         self.par = await component(concurrencyMode="parallel", maxAckPending=256).init()
+        # Pull mode asks for jsnb.pull.PULL_BATCH (256) per request, as the raw fetch does.
+        self.pull = await component(consumerMode="pull").init()
 
     async def close(self) -> None:
         await self.ps.close()
         await self.par.close()
+        await self.pull.close()
 
     # -- publish -----------------------------------------------------------------------
 
@@ -87,6 +90,17 @@ class Jsnb:
             progress.hit(len(messages))
 
         sub = await self.ps.bulk_subscribe(subject, handle, max_messages=batch, max_await_ms=100)
+        rate = await progress.wait()
+        await sub.unsubscribe()
+        return rate
+
+    async def pull_consume(self, stream: str, subject: str, n: int, batch: int) -> float:
+        progress = Progress(n)
+
+        async def handle(msg: jsnb.Message) -> None:
+            progress.hit()
+
+        sub = await self.pull.subscribe(subject, handle, metadata={"rawPayload": "true"})
         rate = await progress.wait()
         await sub.unsubscribe()
         return rate

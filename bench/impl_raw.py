@@ -96,20 +96,30 @@ class Raw:
         return rate
 
     async def bulk_consume(self, stream: str, subject: str, n: int, batch: int) -> float:
+        return await self._fetch_loop(stream, subject, n, batch, "raw-bulk")
+
+    async def pull_consume(self, stream: str, subject: str, n: int, batch: int) -> float:
+        """The same fetch loop: what jsnb's pull mode does behind a handler."""
+        return await self._fetch_loop(stream, subject, n, batch, "raw-pull")
+
+    async def _fetch_loop(
+        self, stream: str, subject: str, n: int, batch: int, durable: str
+    ) -> float:
+        """A durable pull consumer, ``fetch(batch)`` in a loop, each message acked."""
         progress = Progress(n)
         cfg = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.EXPLICIT,
             filter_subject=subject,
         )
-        psub = await self.js.pull_subscribe(subject, durable="raw-bulk", stream=stream, config=cfg)
+        psub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=cfg)
         while not progress.done.is_set():
             msgs = await psub.fetch(batch, timeout=5)
             for msg in msgs:
                 await msg.ack()
             progress.hit(len(msgs))
         await psub.unsubscribe()
-        await self.js.delete_consumer(stream, "raw-bulk")
+        await self.js.delete_consumer(stream, durable)
         return await progress.wait()
 
     # -- latency -----------------------------------------------------------------------

@@ -43,6 +43,7 @@ PARALLEL_WORK = 0.010  # seconds each parallel handler awaits
 PARALLEL_CEILING = 256 / PARALLEL_WORK  # maxAckPending / handler time: 25,600 msgs/s
 LATENCY_RATE = 500  # msgs/s
 BATCH = 100
+PULL_BATCH = 256  # jsnb.pull.PULL_BATCH, the batch jsnb's pull mode asks for
 # Publishes go to PUB (purged after each run), consumers read the prefilled
 # CONS, latency runs use LAT (purged after each run).
 STREAMS = {"PUB": ["pub.>"], "CONS": ["cons.>", "par.>"], "LAT": ["lat.>"]}
@@ -100,6 +101,12 @@ OPS = (
         f"bulk subscribe, batches of {BATCH}",
         "msgs/s",
         ("jsnb", "nats-py", "FastStream"),
+    ),
+    Op(
+        "pull_consume",
+        f"pull consume + ack, raw payload, batches of {PULL_BATCH}",
+        "msgs/s",
+        ("jsnb", "nats-py"),
     ),
     Op(
         "latency_p50",
@@ -348,6 +355,9 @@ def _plans(
         "bulk_consume": lambda n: call(n, "bulk_consume")(
             "CONS", _subject("ce", size), counts.consume, BATCH
         ),
+        "pull_consume": lambda n: call(n, "pull_consume")(
+            "CONS", _subject("raw", size), counts.consume, PULL_BATCH
+        ),
         "latency": lambda n: call(n, "latency")("LAT", f"lat.{n}", size, pacer),
     }
 
@@ -406,6 +416,12 @@ def checks(data: dict[str, Any]) -> list[dict[str, Any]]:
         ratio("consume_raw", "jsnb", "nats-py"),
         ">= 0.8x",
         lambda v: v >= 0.8,
+    )
+    add(
+        "pull consume vs nats-py fetch",
+        ratio("pull_consume", "jsnb", "nats-py"),
+        ">= 0.9x",
+        lambda v: v >= 0.9,
     )
     add(
         "consume CloudEvents vs nats-py",

@@ -49,7 +49,7 @@ from jsnb.messages import (
     Outcome,
     PublishResult,
 )
-from jsnb.metadata import AckPolicy, ConcurrencyMode, DeliverPolicy, Metadata
+from jsnb.metadata import AckPolicy, ConcurrencyMode, ConsumerMode, DeliverPolicy, Metadata
 from jsnb.pubsub import JetStreamPubSub, Lifecycle
 from jsnb.streams import ensure_stream
 from jsnb.subscription import Subscription
@@ -73,6 +73,7 @@ __all__ = [
     "ConcurrencyMode",
     "ConnectError",
     "ConsumerConflictError",
+    "ConsumerMode",
     "ConsumerNotFoundError",
     "DeliverPolicy",
     "Delivery",

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Self
 
 from nats.js import api
 
 from jsnb.durations import to_seconds
 from jsnb.errors import ConsumerConflictError
-from jsnb.metadata import AckPolicy, DeliverPolicy, FieldInfo, Kind, Metadata
+from jsnb.metadata import AckPolicy, ConsumerMode, DeliverPolicy, FieldInfo, Kind, Metadata
 
 __all__ = [
     "EPHEMERAL_INACTIVE_THRESHOLD",
+    "ConsumerConfig",
     "ConsumerConflictError",
     "FieldDrift",
     "Retune",
@@ -60,6 +61,30 @@ _ROWS = tuple(
 )
 
 
+@dataclass
+class ConsumerConfig(api.ConsumerConfig):
+    """nats-py's consumer config plus the pull request limits it does not know.
+
+    nats-py 2.16 reads back neither field from the server, so :func:`compare`
+    leaves them out when the server's config comes from nats-py.
+    """
+
+    max_batch: int | None = None  # maxRequestBatch
+    max_expires: float | None = None  # maxRequestExpires, in seconds
+
+    @classmethod
+    def from_response(cls, resp: dict[str, Any]) -> Self:
+        cls._convert_nanoseconds(resp, "max_expires")
+        config: Self = super().from_response(resp)
+        return config
+
+    def as_dict(self) -> dict[str, object]:
+        result = super().as_dict()
+        if self.max_expires is not None:
+            result["max_expires"] = self._to_nanoseconds(self.max_expires)
+        return result
+
+
 def _to_nats(info: FieldInfo, value: Any) -> Any:
     """A metadata value in nats-py's terms; None when the metadata leaves it unset."""
     if info.consumer in _ENUMS:
@@ -76,13 +101,21 @@ def _to_nats(info: FieldInfo, value: Any) -> Any:
 
 
 def consumer_config(md: Metadata, topic: str, deliver_subject: str) -> api.ConsumerConfig:
-    """The push consumer upstream creates for *topic*, one field table row at a time."""
-    cfg = api.ConsumerConfig(
+    """The consumer for *topic*, one field table row at a time.
+
+    A push consumer as upstream creates it, or with ``consumerMode: pull`` the
+    same without a deliver subject; there queueGroupName names no deliver
+    group, since members share the durable by pulling from it.
+    """
+    pull = md.consumer_mode is ConsumerMode.PULL
+    cfg = ConsumerConfig(
         durable_name=md.durable_name or None,
-        deliver_subject=deliver_subject,
+        deliver_subject=None if pull else deliver_subject,
         filter_subject=topic,
     )
     for info in _ROWS:
+        if pull and info.consumer == "deliver_group":
+            continue
         value = _to_nats(info, getattr(md, info.attr))
         if value is not None:
             setattr(cfg, info.consumer, value)
@@ -179,12 +212,16 @@ def compare(md: Metadata, have: api.ConsumerConfig) -> list[FieldDrift]:
         wanted = _to_nats(info, getattr(md, info.attr))
         note = ""
         if info.consumer == "deliver_group":
-            wanted = md.queue_group_name or None  # joining needs the same group, or none
+            # Joining needs the same group, or none; pull consumers have no deliver group.
+            pull = md.consumer_mode is ConsumerMode.PULL
+            wanted = None if pull else md.queue_group_name or None
+        elif not hasattr(have, info.consumer):
+            note = "nats-py does not read it back from the server"
         elif wanted is None:
             note = "unset in the metadata: the server's value stays"
         elif info.consumer == "ack_wait" and backoff:
             note = "backOff is set: the server waits backOff[0] instead"
-        current = getattr(have, info.consumer)
+        current = getattr(have, info.consumer, None)
         differs = not note and _norm(wanted) != _norm(current)
         rows.append(
             FieldDrift(

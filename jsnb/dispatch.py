@@ -293,6 +293,9 @@ class Dispatcher:
         if expired:
             await self._settle(msg, message, None, 0.0, received, expired=True)
             return
+        keep_alive = self.policy.keep_alive
+        if keep_alive is not None:
+            keep_alive.start(msg, message.delivery.num_delivered)
         start = time.perf_counter()
         _, error = await self._invoke(message, threaded=threaded)
         await self._settle(msg, message, error, time.perf_counter() - start, received)
@@ -328,6 +331,8 @@ class Dispatcher:
         """Let the ack policy settle one delivery, then count and report what it returned."""
         d = message.delivery
         policy = self.policy
+        if policy.keep_alive is not None:  # the handler is done; a held ack keeps its own
+            policy.keep_alive.stop(msg)
         stale, gave_up = self._finish(d)
         try:
             if error is None:
@@ -588,6 +593,10 @@ class BulkDispatcher(Dispatcher):
                 if id(item) not in chosen:
                     await self._settle(*item, _STALE_IN_BATCH, 0.0, received)
             items = [item for item in items if id(item) in chosen]
+        keep_alive = self.policy.keep_alive
+        if keep_alive is not None:
+            for msg, message in items:
+                keep_alive.start(msg, message.delivery.num_delivered)
         start = time.perf_counter()
         statuses, error = await self._invoke([m for _, m in items])
         duration = time.perf_counter() - start

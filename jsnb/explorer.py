@@ -47,7 +47,7 @@ from jsnb.errors import (
     StreamNotFoundError,
 )
 from jsnb.retry import RetryRule
-from jsnb.state import is_stalled
+from jsnb.state import consumer_mode, is_stalled
 from jsnb.subjects import subjects_overlap
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def _report_row(info: api.ConsumerInfo) -> dict[str, Any]:
     return {
         "stream": info.stream_name,
         "consumer": info.name,
-        "mode": "push" if cfg.deliver_subject else "pull",
+        "mode": consumer_mode(cfg),
         "ack_policy": getattr(cfg.ack_policy, "value", cfg.ack_policy),
         "ack_wait_s": rule.ack_deadline(1),
         "backoff_s": rule.backoff,

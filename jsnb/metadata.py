@@ -86,10 +86,18 @@ class ConcurrencyMode(enum.StrEnum):
     PARALLEL = "parallel"
 
 
+class ConsumerMode(enum.StrEnum):
+    """Whether the server pushes deliveries (Dapr's way) or jsnb pulls them in batches."""
+
+    PUSH = "push"
+    PULL = "pull"
+
+
 class Kind(enum.Enum):
     """How a property's string form is parsed and shown."""
 
     STR = "string"
+    KEEP_ALIVE = "off, auto or a duration"
     SECRET = "secret"
     PATH = "path"
     NAME = "name"
@@ -260,6 +268,15 @@ class Metadata:
         ConcurrencyMode.SINGLE,
         choices=ConcurrencyMode,
     )
+    consumer_mode: ConsumerMode = _f(
+        "consumerMode",
+        Kind.ENUM,
+        "consumer",
+        "push: the server sends (Dapr's); pull: jsnb fetches batches (jsnb extension)",
+        ConsumerMode.PUSH,
+        choices=ConsumerMode,
+        upstream=False,
+    )
     flow_control: bool = _f(
         "flowControl",
         Kind.BOOL,
@@ -294,6 +311,37 @@ class Metadata:
         0,
         minimum=-1,
         consumer="max_ack_pending",
+        updatable=True,
+    )
+    max_waiting: int = _f(
+        "maxWaiting",
+        Kind.INT,
+        "consumer",
+        "Pull requests the server queues at once (pull mode; 0 = server default 512)",
+        0,
+        minimum=0,
+        upstream=False,
+        consumer="max_waiting",
+    )
+    max_request_batch: int = _f(
+        "maxRequestBatch",
+        Kind.INT,
+        "consumer",
+        "Most messages one pull request may ask for (pull mode; 0 = no limit)",
+        0,
+        minimum=0,
+        upstream=False,
+        consumer="max_batch",
+        updatable=True,
+    )
+    max_request_expires: timedelta = _f(
+        "maxRequestExpires",
+        Kind.DURATION,
+        "consumer",
+        "Longest a pull request may wait (pull mode; 0 = no limit)",
+        timedelta(0),
+        upstream=False,
+        consumer="max_expires",
         updatable=True,
     )
     # delivery
@@ -360,6 +408,24 @@ class Metadata:
         (),
         consumer="backoff",
         updatable=True,
+    )
+    in_progress: str = _f(
+        "inProgress",
+        Kind.KEEP_ALIVE,
+        "retry",
+        "While a handler runs, tell the server every so often (+WPI) so it does not "
+        "redeliver: off, auto (a third of the ack deadline) or a duration (jsnb extension)",
+        "off",
+        upstream=False,
+    )
+    max_handler_time: timedelta = _f(
+        "maxHandlerTime",
+        Kind.DURATION,
+        "retry",
+        "Stop the inProgress keep-alive after this long, so a hung handler is redelivered "
+        "(0 = unlimited; jsnb extension)",
+        timedelta(0),
+        upstream=False,
     )
     # Not a property: the manifest this was read from, so that to_component_yaml()
     # writes its name, namespace, scopes, secret store and references back.
@@ -443,6 +509,13 @@ class Metadata:
         return dataclasses.replace(self, **changes)
 
     # -- exporting --------------------------------------------------------------
+
+    @property
+    def keep_alive(self) -> timedelta | str | None:
+        """inProgress read: None when off, ``"auto"``, or the interval."""
+        if self.in_progress in ("off", "auto"):
+            return None if self.in_progress == "off" else "auto"
+        return parse_duration(self.in_progress)
 
     @property
     def embedded(self) -> bool:
@@ -794,9 +867,25 @@ def _parse_path(info: FieldInfo, value: Any) -> str:
     return text
 
 
+def _parse_keep_alive(info: FieldInfo, value: Any) -> str:
+    """``off``, ``auto`` or a duration above 0, in its normal written form."""
+    if isinstance(value, str) and value.strip().lower() in ("", "off", "auto"):
+        return value.strip().lower() or "off"
+    if value is False or value is None:
+        return "off"
+    try:
+        interval = _parse_duration(info, value)
+    except MetadataError:
+        raise _bad(info, value, "off, auto, or a duration such as '5s'") from None
+    if interval <= timedelta(0):
+        raise _bad(info, value, "off, auto, or a duration above 0 such as '5s'")
+    return format_duration(interval)
+
+
 # Each parser returns its kind's type; the table is read where the kind is not known.
 _PARSERS: dict[Kind, Callable[[FieldInfo, Any], Any]] = {
     Kind.STR: _parse_str,
+    Kind.KEEP_ALIVE: _parse_keep_alive,
     Kind.SECRET: _parse_str,
     Kind.PATH: _parse_path,
     Kind.NAME: _parse_str,
@@ -811,6 +900,7 @@ _ENUMS = {
     "deliver_policy": DeliverPolicy,
     "ack_policy": AckPolicy,
     "concurrency_mode": ConcurrencyMode,
+    "consumer_mode": ConsumerMode,
 }
 
 
@@ -984,6 +1074,77 @@ def _validate_flow_control(md: Metadata) -> None:
         )
 
 
+# Push-only fields, each with why a pull consumer has no use for it.
+_PUSH_ONLY = {
+    "flowControl": "it paces what the server pushes; in pull mode jsnb asks for each batch",
+    "heartbeat": "it is the push consumer's idle heartbeat; jsnb's pull requests carry their own",
+    "rateLimit": "it paces a push consumer's deliveries; nats-server refuses it on pull consumers",
+}
+_PULL_ONLY = ("maxWaiting", "maxRequestBatch", "maxRequestExpires")
+
+
+def _validate_consumer_mode(md: Metadata) -> None:
+    """Fields of one consumer kind are refused on the other, saying why."""
+    problems = _Problems()
+    for key in _PUSH_ONLY if md.consumer_mode is ConsumerMode.PULL else _PULL_ONLY:
+        info = _BY_KEY[key.lower()]
+        value = getattr(md, info.attr)
+        if value == info.default:
+            continue
+        shown = format_value(info, value)
+        if md.consumer_mode is ConsumerMode.PULL:
+            why = f"{_PUSH_ONLY[key]}; drop {key} or use consumerMode 'push'"
+            text = f"jsnb: {key} {shown!r} is push-only and consumerMode is 'pull': {why}"
+        else:
+            text = (
+                f"jsnb: {key} {shown!r} limits pull requests, but consumerMode is 'push'; set "
+                f"consumerMode 'pull' or drop {key}"
+            )
+        problems.add([(key, text)])
+    problems.raise_any()
+
+
+def _validate_keep_alive(md: Metadata) -> None:
+    """The keep-alive must come more often than the ack deadline it holds off."""
+    from jsnb.retry import RetryRule
+
+    if md.max_handler_time < timedelta(0):
+        raise MetadataError(
+            f"jsnb: maxHandlerTime {format_duration(md.max_handler_time)!r} is negative; "
+            "expected 0 (unlimited) or more",
+            key="maxHandlerTime",
+        )
+    interval = md.keep_alive
+    if interval is not None and md.ack_policy is AckPolicy.NONE:
+        raise MetadataError(
+            f"jsnb: inProgress {md.in_progress!r} needs acks, but ackPolicy is 'none' (the "
+            "server never redelivers); drop inProgress or use ackPolicy 'explicit'",
+            key="inProgress",
+        )
+    if interval is None:
+        if md.max_handler_time:
+            raise MetadataError(
+                f"jsnb: maxHandlerTime {format_duration(md.max_handler_time)!r} bounds the "
+                "inProgress keep-alive, but inProgress is 'off'; set inProgress (e.g. 'auto') "
+                "or drop maxHandlerTime",
+                key="maxHandlerTime",
+            )
+        return
+    if interval == "auto":
+        return
+    assert isinstance(interval, timedelta)
+    rule = RetryRule.from_metadata(md)
+    deadline = min(rule.backoff or (rule.ack_wait,))
+    if interval.total_seconds() >= deadline:
+        source = "backOff" if rule.backoff else "ackWait"
+        raise MetadataError(
+            f"jsnb: inProgress {md.in_progress!r} is not shorter than the ack deadline "
+            f"({source} {format_duration(from_seconds(deadline))}): the server would redeliver "
+            "before the first keep-alive; use a shorter interval or 'auto'",
+            key="inProgress",
+        )
+
+
 def _validate_delivery(md: Metadata) -> None:
     """Combinations that would lose messages are refused; surprising ones warned about."""
     if md.ack_policy is AckPolicy.ALL and md.queue_group_name:
@@ -1098,6 +1259,8 @@ _CHECKS: tuple[Callable[[Metadata], None], ...] = (
     _validate_back_off,
     _validate_flow_control,
     _validate_delivery,
+    _validate_consumer_mode,
+    _validate_keep_alive,
 )
 
 

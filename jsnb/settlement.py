@@ -28,6 +28,7 @@ from typing import NamedTuple
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from jsnb.keepalive import KeepAlive
 from jsnb.messages import Delivery, Outcome
 from jsnb.metadata import AckPolicy
 from jsnb.retry import RetryRule
@@ -120,9 +121,13 @@ class _Policy:
     terminates = True  # False where the server tracks nothing to terminate
     watches_arrivals = False  # True where arrived() matters (the dispatcher skips the call)
 
-    def __init__(self, rule: RetryRule, dead_letter: DeadLetter | None) -> None:
+    def __init__(
+        self, rule: RetryRule, dead_letter: DeadLetter | None, keep_alive: KeepAlive | None = None
+    ) -> None:
         self.rule = rule
         self.dead_letter = dead_letter
+        # inProgress: the dispatcher starts it per delivery; the policy ends it.
+        self.keep_alive = keep_alive
 
     def arrived(self, d: Delivery) -> None:
         """A delivery reached the subscription (before its handler runs)."""
@@ -243,8 +248,10 @@ class CumulativeAcks(_Policy):
     this policy (metadata).
     """
 
-    def __init__(self, rule: RetryRule, dead_letter: DeadLetter | None) -> None:
-        super().__init__(rule, dead_letter)
+    def __init__(
+        self, rule: RetryRule, dead_letter: DeadLetter | None, keep_alive: KeepAlive | None = None
+    ) -> None:
+        super().__init__(rule, dead_letter, keep_alive)
         self._unresolved: set[int] = set()
         # seq -> (the delivery to answer, whether to TERM it rather than ack it)
         self._done: dict[int, tuple[Msg, bool]] = {}
@@ -267,6 +274,9 @@ class CumulativeAcks(_Policy):
         self._unresolved.add(d.stream_seq)
 
     def reset(self) -> None:
+        if self.keep_alive is not None:
+            for msg, _ in self._done.values():
+                self.keep_alive.stop(msg)
         self._done.clear()
 
     def _resolved(self, seq: int) -> tuple[Msg, bool] | None:
@@ -287,7 +297,9 @@ class CumulativeAcks(_Policy):
         # TERM, the message is finished here.
         chosen = self._done[max(ready)]
         for s in ready:
-            del self._done[s]
+            msg, _ = self._done.pop(s)
+            if self.keep_alive is not None:
+                self.keep_alive.stop(msg)
         return chosen
 
     async def _send_ready(self, seq: int) -> None:
@@ -296,8 +308,14 @@ class CumulativeAcks(_Policy):
             msg, terminate = ready
             await (msg.term() if terminate else msg.ack())
 
+    def _hold(self, msg: Msg, d: Delivery, terminate: bool) -> None:
+        """Keep *msg*'s answer (alive, with inProgress) until nothing lower is open."""
+        self._done[d.stream_seq] = (msg, terminate)
+        if self.keep_alive is not None:
+            self.keep_alive.start(msg, d.num_delivered, bounded=False)
+
     async def success(self, msg: Msg, d: Delivery) -> None:
-        self._done[d.stream_seq] = (msg, False)
+        self._hold(msg, d, False)
         await self._send_ready(d.stream_seq)
 
     async def abandoned(self, seq: int, deliveries: int) -> Settled:
@@ -306,7 +324,7 @@ class CumulativeAcks(_Policy):
         return settled
 
     async def _terminate(self, msg: Msg, d: Delivery) -> None:
-        self._done[d.stream_seq] = (msg, True)  # sent by _end, once nothing lower is open
+        self._hold(msg, d, True)  # sent by _end, once nothing lower is open
 
     async def _end(
         self, msg: Msg, d: Delivery, error: BaseException, *, last: bool, drop: bool = False
@@ -317,11 +335,16 @@ class CumulativeAcks(_Policy):
         return settled
 
 
-def ack_policy(policy: AckPolicy, rule: RetryRule, dead_letter: DeadLetter | None) -> _Policy:
-    """The settlement object for *policy*."""
+def ack_policy(
+    policy: AckPolicy,
+    rule: RetryRule,
+    dead_letter: DeadLetter | None,
+    keep_alive: KeepAlive | None = None,
+) -> _Policy:
+    """The settlement object for *policy* (with the inProgress keep-alive, if any)."""
     kinds: dict[AckPolicy, type[_Policy]] = {
         AckPolicy.EXPLICIT: ExplicitAcks,
         AckPolicy.ALL: CumulativeAcks,
         AckPolicy.NONE: NoAcks,
     }
-    return kinds[policy](rule, dead_letter)
+    return kinds[policy](rule, dead_letter, keep_alive)

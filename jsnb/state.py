@@ -95,6 +95,11 @@ class Record(dict[str, Any]):
         return f"<table class='jsnb-record'>{rows}</table>"
 
 
+def consumer_mode(cfg: api.ConsumerConfig) -> str:
+    """``push`` or ``pull``: a push consumer is one with a deliver subject."""
+    return "push" if cfg.deliver_subject else "pull"
+
+
 def consumer_record(info: api.ConsumerInfo) -> Record:
     """The delivery counters and the effective config of one consumer."""
     cfg = info.config
@@ -105,6 +110,7 @@ def consumer_record(info: api.ConsumerInfo) -> Record:
             "stream": info.stream_name,
             "consumer": info.name,
             "durable": bool(cfg.durable_name),
+            "consumerMode": consumer_mode(cfg),
             "filter_subject": cfg.filter_subject or ", ".join(cfg.filter_subjects or []),
             "delivered_stream_seq": delivered.stream_seq if delivered else 0,
             "delivered_consumer_seq": delivered.consumer_seq if delivered else 0,
@@ -115,6 +121,7 @@ def consumer_record(info: api.ConsumerInfo) -> Record:
             "num_redelivered": info.num_redelivered or 0,
             "num_waiting": info.num_waiting or 0,
             "push_bound": bool(info.push_bound),
+            "maxWaiting": cfg.max_waiting or 0,
             "deliverPolicy": _DELIVER_WORDS.get(
                 _value(cfg.deliver_policy), _value(cfg.deliver_policy)
             ),

@@ -39,7 +39,9 @@ from jsnb.dispatch import (
     SingleDispatcher,
 )
 from jsnb.errors import MetadataError, StreamNotFoundError
-from jsnb.metadata import AckPolicy, ConcurrencyMode, Metadata, _warn
+from jsnb.keepalive import KeepAlive
+from jsnb.metadata import AckPolicy, ConcurrencyMode, ConsumerMode, Metadata, _warn
+from jsnb.pull import PULL_BATCH, PULL_EXPIRES, PullFeed
 from jsnb.retry import RetryRule
 from jsnb.settlement import CumulativeAcks, DeadLetter, ack_policy
 from jsnb.state import Record, consumer_record, to_frame
@@ -110,6 +112,10 @@ class Subscription:
         self._dispatcher: Dispatcher | None = None
         self._stopping = False
         self._advisories: NatsSubscription | None = None
+        self._pull = md.consumer_mode is ConsumerMode.PULL
+        self._feed: PullFeed | None = None
+        self._recovering: set[asyncio.Task[None]] = set()
+        self.keep_alive: KeepAlive | None = None
 
     # -- set-up ------------------------------------------------------------------
 
@@ -158,7 +164,10 @@ class Subscription:
                     "a message after that many failed attempts",
                     UserWarning,
                 )
-        policy = ack_policy(md.ack_policy, self.rule, dead_letter)
+        every = md.keep_alive
+        if every is not None:
+            self.keep_alive = KeepAlive(every, self.rule, md.max_handler_time.total_seconds())
+        policy = ack_policy(md.ack_policy, self.rule, dead_letter, self.keep_alive)
         if isinstance(policy, CumulativeAcks) and info.num_ack_pending:
             # A previous subscriber of this durable left these unacknowledged: our
             # cumulative acks must not cover them before they come back to us.
@@ -166,12 +175,39 @@ class Subscription:
             policy.hold_for_previous(delivered, info.num_ack_pending)
         self._dispatcher = self._make_dispatcher(policy, info.config)
         self._dispatcher.consumer = info.name
-        self._psub = await self._js.subscribe_bind(
-            self.stream, info.config, info.name, cb=self._dispatcher.on_msg, manual_ack=True
-        )
+        if self._pull:
+            await self._start_feed(info.name)
+        else:
+            self._psub = await self._js.subscribe_bind(
+                self.stream, info.config, info.name, cb=self._dispatcher.on_msg, manual_ack=True
+            )
         await self._watch_max_deliveries()
         # The SUB is only buffered so far: make sure the server has it before returning.
         await self._nc.flush()
+
+    async def _start_feed(self, consumer: str) -> None:
+        """Pull mode: batches within the consumer's request limits, through the dispatcher."""
+        assert self._dispatcher is not None
+        md = self.md
+        expires = md.max_request_expires.total_seconds() or PULL_EXPIRES
+        self._feed = PullFeed(
+            self._nc,
+            self._owner.api_prefix,
+            self.stream,
+            consumer,
+            self._dispatcher.on_msg,
+            batch=min(md.max_request_batch or PULL_BATCH, PULL_BATCH),
+            expires=min(expires, PULL_EXPIRES),
+            on_gone=self._lost,
+        )
+        await self._feed.start()
+        self._psub = self._feed.subscription
+
+    def _lost(self) -> None:
+        """The server says the pull consumer is gone: recreate it, as after an outage."""
+        task = asyncio.create_task(self._recover_until_done())
+        self._recovering.add(task)
+        task.add_done_callback(self._recovering.discard)
 
     async def _watch_max_deliveries(self) -> None:
         """Listen for the server giving up on a message, so no exhaustion goes unreported."""
@@ -300,6 +336,14 @@ class Subscription:
                 "consumer serves one topic (upstream #2385): give each topic its own "
                 f"durableName, e.g. '{md.durable_name}-{self.topic.replace('.', '-')}'"
             )
+        if bool(have.deliver_subject) == self._pull:
+            kind = "push" if have.deliver_subject else "pull"
+            raise ConsumerConflictError(
+                f"jsnb: durable consumer {md.durable_name!r} on stream {self.stream!r} is a "
+                f"{kind} consumer, but consumerMode is {md.consumer_mode.value!r}; nats-server "
+                f"cannot turn one into the other: set consumerMode {kind!r}, or use another "
+                "durableName"
+            )
         if info.push_bound and not have.deliver_group and not md.queue_group_name:
             raise ConsumerConflictError(
                 f"jsnb: durable consumer {md.durable_name!r} already has an active subscriber "
@@ -383,9 +427,20 @@ class Subscription:
             return
         try:
             await self.consumer_info()
-            return
         except nats.js.errors.NotFoundError:
             pass
+        else:
+            if self._feed is not None:  # the server may have restarted: its requests are gone
+                await self._feed.restart(self.consumer)
+            return
+        try:
+            await self._js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            # Deleted on purpose (a consumer cannot outlive its stream): nothing to recover.
+            log.info(
+                "jsnb: stream %s of %s is gone; the subscription idles", self.stream, self.topic
+            )
+            return
         cfg = self._config
         d = self._dispatcher
         if not self._durable and d.last_stream_seq:
@@ -399,6 +454,8 @@ class Subscription:
         info = await self._js.add_consumer(self.stream, cfg)
         self.consumer = d.consumer = info.name
         d.reset()  # a new consumer counts deliveries from 1 again
+        if self._feed is not None:
+            await self._feed.restart(info.name)
         await self._watch_max_deliveries()
         log.warning("jsnb: consumer for %s was gone after a reconnect; recreated", self.topic)
 
@@ -415,6 +472,10 @@ class Subscription:
         d = self._dispatcher
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if self._feed is not None:
+            self._feed.stop()
+        for task in list(self._recovering):
+            task.cancel()
         if d is not None:
             d.stopping = True
             psub, self._psub = self._psub, None
@@ -433,6 +494,8 @@ class Subscription:
                     "jsnb: handlers of %s still running after %gs; cancelled", self.topic, timeout
                 )
             d.cancel()
+        if self.keep_alive is not None:
+            self.keep_alive.close()
         nc = self._owner._nc
         for psub in (self._psub, self._advisories):
             if psub is None:
@@ -469,6 +532,8 @@ class Subscription:
             "stream": self.stream,
             "consumer": self.consumer + (" (durable)" if self._durable else " (ephemeral)"),
             "mode": "bulk" if self._bulk else self.md.concurrency_mode.value,
+            "consumer mode": self.md.consumer_mode.value,
+            "keep-alive": self.md.in_progress,
             "retry": self.rule.describe(),
             "delivered / acked / failed": f"{self.delivered} / {self.acked} / {self.failed}",
             "dead-letter topic": self.dead_letter_topic or "-",

@@ -41,6 +41,7 @@ HANDLERS = ("ok", "fail-once", "always", "hang", "fail-late")
 # restart: the first subscriber closes mid-run and a new one takes over;
 # consumer-lost: the consumer is deleted, then the server restarts (on its own server).
 FAULTS = ("none", "restart", "consumer-lost")
+CONSUMER_MODES = ("push", "pull")
 
 MESSAGES = 6
 # The invariant's own list, not the product's: what ends a message for good.
@@ -60,12 +61,14 @@ class Case:
     backoff: str = "60ms"
     handler: str = "ok"
     fault: str = "none"
+    consumer_mode: str = "push"
 
     @property
     def id(self) -> str:
         return (
             f"{self.ack_policy}-{self.mode}-{'group' if self.group else 'durable'}-dlq:{self.dlq}"
             f"-md{self.max_deliver}-[{self.backoff.replace(' ', '')}]-{self.handler}-{self.fault}"
+            f"-{self.consumer_mode}"
         )
 
     def properties(self, url: str, name: str) -> dict[str, Any]:
@@ -75,6 +78,7 @@ class Case:
             "concurrencyMode": "parallel" if self.mode == "parallel" else "single",
             "durableName": name,
             "maxDeliver": self.max_deliver,
+            "consumerMode": self.consumer_mode,
         }
         if self.max_deliver > 1:
             props["backOff"] = self.backoff
@@ -117,29 +121,47 @@ def fast_slice() -> list[Case]:
         Case(ack_policy="none", mode="parallel", handler="fail-once"),
         Case(handler="fail-once", fault="consumer-lost"),
         Case(ack_policy="all", handler="always", max_deliver=1, dlq="ok"),
+        # The same defects through a pull consumer.
+        Case(handler="always", dlq="failing", consumer_mode="pull"),
+        Case(ack_policy="all", handler="hang", fault="restart", consumer_mode="pull"),
+        Case(mode="parallel", group=True, handler="fail-late", consumer_mode="pull"),
+        Case(mode="bulk", ack_policy="all", handler="fail-once", consumer_mode="pull"),
+        Case(handler="fail-once", fault="consumer-lost", consumer_mode="pull"),
     ]
 
 
 def full_sweep() -> Iterator[Case]:
-    """Every ackPolicy x mode x group x DLQ x handler; maxDeliver, backOff, fault rotated.
+    """Every ackPolicy x mode x group x DLQ x handler; the rest rotated.
+
+    maxDeliver, backOff, the fault and push or pull take turns across the cells.
 
     The server-restart fault restarts the server under every running case, so
     it is rotated in only once per ackPolicy x mode (:func:`restart_sweep`).
     """
-    rotation = itertools.cycle(itertools.product(MAX_DELIVERS, BACKOFFS, FAULTS[:2]))
+    rotation = itertools.cycle(
+        itertools.product(CONSUMER_MODES, MAX_DELIVERS, BACKOFFS, FAULTS[:2])
+    )
     for ack, mode, group, dlq, handler in itertools.product(
         ACK_POLICIES, MODES, GROUPS, DLQS, HANDLERS
     ):
-        md, backoff, fault = next(rotation)
+        kind, md, backoff, fault = next(rotation)
         if md == 1:
             backoff = BACKOFFS[0]  # maxDeliver must exceed the number of backOff values
-        yield Case(ack, mode, group, dlq, md, backoff, handler, fault)
+        yield Case(ack, mode, group, dlq, md, backoff, handler, fault, kind)
 
 
 def restart_sweep() -> Iterator[Case]:
     """The consumer-lost fault once per ackPolicy x mode, with a handler that fails once."""
     for i, (ack, mode) in enumerate(itertools.product(ACK_POLICIES, MODES)):
-        yield Case(ack, mode, dlq=DLQS[i % 3], handler="fail-once", fault="consumer-lost")
+        kind = CONSUMER_MODES[i % 2]
+        yield Case(
+            ack,
+            mode,
+            dlq=DLQS[i % 3],
+            handler="fail-once",
+            fault="consumer-lost",
+            consumer_mode=kind,
+        )
 
 
 class _Behaviour:

@@ -156,6 +156,15 @@ def test_valid_edits_update_metadata_and_value(
         pytest.param([("natsURL", "http://x")], "natsURL", "not a NATS URL", id="http-url"),
         pytest.param([("streamName", "a.b")], "streamName", "not a valid NATS name", id="name"),
         pytest.param([("jwt", SECRETS["jwt"])], "seedKey", "seedKey is missing", id="jwt-alone"),
+        pytest.param(
+            [("ackWait", "1s"), ("inProgress", "2s")],
+            "inProgress",
+            "not shorter than the ack deadline (ackWait 1s)",
+            id="keep-alive-too-slow",
+        ),
+        pytest.param(
+            [("consumerMode", "pull"), ("rateLimit", 100)], "rateLimit", "push-only", id="pull"
+        ),
     ],
 )
 def test_invalid_input_is_shown_next_to_its_field(

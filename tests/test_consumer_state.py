@@ -10,7 +10,7 @@ import nats
 import pytest
 from nats.js import api
 
-from jsnb import JetStreamPubSub, Message, ensure_stream
+from jsnb import JetStreamPubSub, Message, consumer_report, ensure_stream
 from jsnb.widgets.consumer_state import (
     CONSUMER_COUNTERS,
     STREAM_COUNTERS,
@@ -333,3 +333,18 @@ async def test_an_action_the_server_refuses_is_shown(ps: JetStreamPubSub) -> Non
     actions.confirm_button.click()
     await actions.last
     assert "outside stream" in actions.status.value
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+async def test_the_consumer_kind_is_shown(nats_server: Any, mode: str) -> None:
+    """consumerMode reaches the record, the header badge and the consumer report."""
+    props = {"natsURL": nats_server.url, "consumerMode": mode, "durableName": f"kind-{mode}"}
+    async with JetStreamPubSub(props) as component:
+        await ensure_stream(component, "KIND", ["kind"], storage="memory")
+        sub = await component.subscribe("kind", print)
+        state = ConsumerState.for_subscription(sub)
+        rec = await state.refresh()
+        assert rec is not None and rec["consumerMode"] == mode
+        assert f"{mode} consumer" in header(state)
+        report = await consumer_report(component, "KIND")
+        assert report.set_index("consumer").loc[f"kind-{mode}", "mode"] == mode

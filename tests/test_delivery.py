@@ -18,9 +18,15 @@ import jsnb
 from jsnb import JetStreamPubSub, Message, MetadataError, Outcome, StreamNotFoundError
 from jsnb.retry import RetryRule
 from jsnb.server import NatsServer
-from tests.support import Recorder, eventually, make
+from tests.support import Recorder, all_acked, eventually, make
 
 pytestmark = pytest.mark.streams(ORDERS=["orders", "orders.>"], DLQ=["dlq"])
+
+
+@pytest.fixture(params=["push", "pull"])
+def consumer_mode(request: pytest.FixtureRequest) -> str:
+    """Push and pull consumers must pass the same delivery tests (issue 13)."""
+    return str(request.param)
 
 
 async def _fail(msg: Message) -> None:
@@ -44,6 +50,35 @@ async def _fail(msg: Message) -> None:
             {"ackPolicy": "none", "maxAckPending": 10},
             ["maxAckPending", "ackPolicy", "10082"],
             id="no-acks-with-max-ack-pending",
+        ),
+        pytest.param(
+            {"inProgress": "5s", "ackWait": "5s"}, ["inProgress", "5s", "ackWait"], id="wpi-slow"
+        ),
+        pytest.param(
+            {"inProgress": "2s", "backOff": "1s, 4s", "maxDeliver": 3},
+            ["inProgress", "2s", "backOff", "1s"],
+            id="wpi-slower-than-backoff",
+        ),
+        pytest.param(
+            {"maxHandlerTime": "10s"}, ["maxHandlerTime", "inProgress"], id="bound-without-wpi"
+        ),
+        pytest.param(
+            {"inProgress": "auto", "ackPolicy": "none"},
+            ["inProgress", "ackPolicy"],
+            id="wpi-no-acks",
+        ),
+        pytest.param(
+            {"consumerMode": "pull", "flowControl": True, "heartbeat": "5s"},
+            ["flowControl", "heartbeat", "push-only", "consumerMode"],
+            id="pull-with-push-fields",
+        ),
+        pytest.param(
+            {"consumerMode": "pull", "rateLimit": 1000}, ["rateLimit", "pull"], id="pull-rate"
+        ),
+        pytest.param(
+            {"maxWaiting": 4, "maxRequestBatch": 8, "maxRequestExpires": "1s"},
+            ["maxWaiting", "maxRequestBatch", "maxRequestExpires", "consumerMode"],
+            id="pull-fields-in-push-mode",
         ),
     ],
 )
@@ -120,9 +155,11 @@ async def test_dead_letter_topic_without_max_deliver_is_warned(ps: JetStreamPubS
         await ps.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlq"})
 
 
-async def test_poison_message_without_ack_wait_does_not_spin(nats_server: NatsServer) -> None:
+async def test_poison_message_without_ack_wait_does_not_spin(
+    nats_server: NatsServer, consumer_mode: str
+) -> None:
     """Upstream NAKs at once without ackWait (thousands of redeliveries a second)."""
-    async with await make(nats_server, ackWait="1s") as ps:
+    async with await make(nats_server, consumerMode=consumer_mode, ackWait="1s") as ps:
         await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
         rec = Recorder(fail_times=1000)
         sub = await ps.subscribe("orders", rec)
@@ -131,7 +168,8 @@ async def test_poison_message_without_ack_wait_does_not_spin(nats_server: NatsSe
         await eventually(lambda: len(rec.attempts.get(1, [])) >= 2, timeout=10)
         gaps = [b - a for a, b in zip(rec.attempts[1], rec.attempts[1][1:], strict=False)]
         assert min(gaps) >= 0.9, gaps
-    async with await make(nats_server) as ps:  # no ackWait: the server's 30 s
+    # No ackWait: the server's 30 s.
+    async with await make(nats_server, consumerMode=consumer_mode) as ps:
         sub = await ps.subscribe("orders", print)
         assert sub.rule == RetryRule(ack_wait=30.0, backoff=(), max_deliver=-1)
 
@@ -140,11 +178,16 @@ async def test_poison_message_without_ack_wait_does_not_spin(nats_server: NatsSe
 
 
 async def test_failed_dead_letter_on_last_delivery_is_exhausted_not_nak(
-    ps: JetStreamPubSub, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+    ps: JetStreamPubSub,
+    nats_server: NatsServer,
+    caplog: pytest.LogCaptureFixture,
+    consumer_mode: str,
 ) -> None:
     events: list[jsnb.DeliveryEvent] = []
     ps.add_listener(events.append)
-    async with await make(nats_server, maxDeliver=2, backOff="50ms") as consumer:
+    async with await make(
+        nats_server, consumerMode=consumer_mode, maxDeliver=2, backOff="50ms"
+    ) as consumer:
         consumer.add_listener(events.append)
         await consumer.subscribe("orders", _fail, metadata={"deadLetterTopic": "dlq"})
         await ps.jetstream.delete_stream("DLQ")  # the dead-letter stream goes away later
@@ -208,12 +251,14 @@ def _dlq_count(ps: JetStreamPubSub, n: int) -> Any:
 
 
 async def test_bulk_handler_may_answer_in_daprs_words(
-    ps: JetStreamPubSub, nats_server: NatsServer
+    ps: JetStreamPubSub, nats_server: NatsServer, consumer_mode: str
 ) -> None:
     words = {b"ok": "SUCCESS", b"again": "retry", b"drop": "DROP", b"dead": "Drop"}
     # backOff is also the ack deadline: 1 s, so a busy machine does not redeliver a
     # message while its batch is still being gathered (that would supersede it).
-    async with await make(nats_server, backOff="1s", maxDeliver=3) as consumer:
+    async with await make(
+        nats_server, consumerMode=consumer_mode, backOff="1s", maxDeliver=3
+    ) as consumer:
         events: list[jsnb.DeliveryEvent] = []
         consumer.add_listener(events.append)
 
@@ -265,11 +310,12 @@ async def test_retune_keeps_what_the_metadata_leaves_unset(
     assert "maxDeliver 5 -> 7" in line and "backOff [0.1, 1.0] -> [0.2, 1.0]" in line
 
 
+@pytest.mark.parametrize("mode", ["push", "pull"])
 async def test_recreated_ephemeral_consumer_starts_below_unsettled_messages(
-    nats_server: NatsServer,
+    nats_server: NatsServer, mode: str
 ) -> None:
     """Seq 1 is waiting for its NAK delay when the consumer is lost; it must come back."""
-    async with await make(nats_server, backOff="1s", maxDeliver=5) as ps:
+    async with await make(nats_server, backOff="1s", maxDeliver=5, consumerMode=mode) as ps:
         await jsnb.ensure_stream(ps, "ORDERS", ["orders"])
         rec = Recorder()
         attempts: list[tuple[int, int]] = []
@@ -376,11 +422,11 @@ async def test_dead_letter_stream_with_interest_retention_is_refused(
 
 
 async def test_late_failure_of_an_old_attempt_is_superseded_not_nak(
-    ps: JetStreamPubSub, nats_server: NatsServer
+    ps: JetStreamPubSub, nats_server: NatsServer, consumer_mode: str
 ) -> None:
     """Delivery 1 fails after delivery 2 already ended the message: no NAK may follow."""
     props = {"concurrencyMode": "parallel", "maxDeliver": 2, "ackWait": "500ms"}
-    async with await make(nats_server, **props) as consumer:
+    async with await make(nats_server, consumerMode=consumer_mode, **props) as consumer:
         events: list[jsnb.DeliveryEvent] = []
         consumer.add_listener(events.append)
 
@@ -399,10 +445,12 @@ async def test_late_failure_of_an_old_attempt_is_superseded_not_nak(
 
 
 async def test_server_giving_up_on_a_queued_message_is_reported_once(
-    ps: JetStreamPubSub, nats_server: NatsServer
+    ps: JetStreamPubSub, nats_server: NatsServer, consumer_mode: str
 ) -> None:
     """maxDeliver 1: the second message waits behind a slow handler past its deadline."""
-    async with await make(nats_server, maxDeliver=1, ackWait="500ms") as consumer:
+    async with await make(
+        nats_server, consumerMode=consumer_mode, maxDeliver=1, ackWait="500ms"
+    ) as consumer:
         events: list[jsnb.DeliveryEvent] = []
         consumer.add_listener(events.append)
 
@@ -425,7 +473,7 @@ async def test_server_giving_up_on_a_queued_message_is_reported_once(
 
 
 async def test_restart_barrier_counts_each_previous_message_once(
-    ps: JetStreamPubSub, nats_server: NatsServer
+    ps: JetStreamPubSub, nats_server: NatsServer, consumer_mode: str
 ) -> None:
     """A redelivered twice must not lift the barrier while B is still due back."""
     props = {
@@ -446,14 +494,14 @@ async def test_restart_barrier_counts_each_previous_message_once(
         handled.append((msg.data, msg.delivery.num_delivered))
 
     raw = {"rawPayload": "true"}
-    old = await make(nats_server, **props)
+    old = await make(nats_server, consumerMode=consumer_mode, **props)
     await old.subscribe("orders", first_life, metadata=raw)
     await ps.publish("orders", b"A", metadata=raw)
     await asyncio.sleep(1.0)  # the scenario's shape: B is due back 1 s after A
     await ps.publish("orders", b"B", metadata=raw)
     await eventually(lambda: old.subscriptions[0].failed >= 1)  # B NAKed, due back in 2 s
     await old.close(timeout=0.1)
-    async with await make(nats_server, **props) as new:
+    async with await make(nats_server, consumerMode=consumer_mode, **props) as new:
         await new.subscribe("orders", second_life, metadata=raw)
         await eventually(lambda: sum(d == b"A" for d, _ in handled) >= 2)  # A came back twice
         await ps.publish("orders", b"C", metadata=raw)
@@ -462,7 +510,7 @@ async def test_restart_barrier_counts_each_previous_message_once(
 
 @pytest.mark.parametrize("dead_letter", [False, True], ids=["term", "dead-letter"])
 async def test_cumulative_term_waits_for_a_lower_retry(
-    ps: JetStreamPubSub, nats_server: NatsServer, dead_letter: bool
+    ps: JetStreamPubSub, nats_server: NatsServer, dead_letter: bool, consumer_mode: str
 ) -> None:
     """Under ``ackPolicy: all`` the server reads a TERM as an ack of every lower sequence.
 
@@ -472,7 +520,9 @@ async def test_cumulative_term_waits_for_a_lower_retry(
     raw = {"rawPayload": "true"}
     meta = {**raw, "deadLetterTopic": "dlq"} if dead_letter else raw
     events: list[jsnb.DeliveryEvent] = []
-    async with await make(nats_server, ackPolicy="all", backOff="300ms", maxDeliver=3) as sub:
+    async with await make(
+        nats_server, consumerMode=consumer_mode, ackPolicy="all", backOff="300ms", maxDeliver=3
+    ) as sub:
         sub.add_listener(events.append)
 
         def handler(batch: list[Message]) -> dict[str, str]:
@@ -493,3 +543,143 @@ async def test_cumulative_term_waits_for_a_lower_retry(
     by = {(e.preview, e.num_delivered): e.outcome for e in events}
     assert by[(b"A", 1)] is Outcome.NAK
     assert by[(b"B", 1)] is (Outcome.DEAD_LETTER if dead_letter else Outcome.TERM)
+
+
+# -- keep-alive and pull mode (issue 13) ------------------------------------------------------
+
+
+class _Slow:
+    """Takes *seconds* on the first delivery of seq 1; records every delivery."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deliveries: list[tuple[int, int]] = []
+        self.finished = 0
+
+    async def __call__(self, msg: Message) -> None:
+        d = msg.delivery
+        self.deliveries.append((d.stream_seq, d.num_delivered))
+        if d.stream_seq == 1 and d.num_delivered == 1:
+            await asyncio.sleep(self.seconds)
+        self.finished += 1
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+@pytest.mark.parametrize("in_progress", ["off", "auto"])
+async def test_handler_three_times_the_ack_deadline(
+    nats_server: NatsServer, mode: str, in_progress: str
+) -> None:
+    """+WPI keeps a slow delivery alive; without it the server redelivers it meanwhile."""
+    props = {"ackWait": "1s", "consumerMode": mode, "inProgress": in_progress}
+    async with await make(nats_server, concurrencyMode="parallel", **props) as ps:
+        await jsnb.ensure_stream(ps, "SLOW", ["slow"], storage="memory")
+        slow = _Slow(3.0)
+        sub = await ps.subscribe("slow", slow)
+        await ps.publish("slow", "job")
+        await eventually(lambda: slow.finished >= 1, timeout=15)
+        if in_progress == "off":
+            assert (1, 2) in slow.deliveries  # redelivered while the first ran
+        else:
+            await eventually(lambda: sub.acked >= 1)
+            assert slow.deliveries == [(1, 1)]
+            assert sub.keep_alive is not None and sub.keep_alive.sent >= 6  # 3 s / (1 s / 3)
+            await eventually(lambda: all_acked(sub, 1), timeout=5)  # the server agrees
+            assert (await sub.consumer_info()).num_redelivered == 0
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+async def test_max_handler_time_lets_a_hung_handler_be_redelivered(
+    nats_server: NatsServer, mode: str
+) -> None:
+    props = {"ackWait": "1s", "inProgress": "auto", "maxHandlerTime": "1s", "consumerMode": mode}
+    async with await make(nats_server, concurrencyMode="parallel", **props) as ps:
+        await jsnb.ensure_stream(ps, "HUNG", ["hung"], storage="memory")
+        slow = _Slow(30.0)  # hung, as far as the test cares
+        await ps.subscribe("hung", slow)
+        started = time.monotonic()
+        await ps.publish("hung", "job")
+        await eventually(lambda: (1, 2) in slow.deliveries, timeout=10)
+        # Not before maxHandlerTime plus one ack deadline after the last keep-alive.
+        assert time.monotonic() - started >= 1.5
+
+
+async def test_keep_alive_covers_acks_held_back_by_ack_policy_all(nats_server: NatsServer) -> None:
+    """Successes above a slow seq 1 wait for it under ackPolicy all; +WPI keeps them alive."""
+    props = {"ackWait": "1s", "ackPolicy": "all", "inProgress": "auto"}
+    async with await make(nats_server, concurrencyMode="parallel", **props) as ps:
+        await jsnb.ensure_stream(ps, "HELD", ["held"], storage="memory")
+        slow = _Slow(3.0)
+        sub = await ps.subscribe("held", slow)
+        for i in range(5):
+            await ps.publish("held", f"m{i}")
+        await eventually(lambda: slow.finished >= 5, timeout=15)
+        await eventually(lambda: all_acked(sub, 5), timeout=5)
+        assert sorted(slow.deliveries) == [(seq, 1) for seq in range(1, 6)]
+
+
+async def test_pull_instances_share_one_durable(nats_server: NatsServer) -> None:
+    """queueGroupName + durableName: two pull instances split the work, each message once."""
+    props = {"consumerMode": "pull", "durableName": "workers", "queueGroupName": "workers"}
+    props["maxRequestBatch"] = 2
+    a, b = Recorder(), Recorder()
+    async with await make(nats_server, **props) as one, await make(nats_server, **props) as two:
+        await jsnb.ensure_stream(one, "WORK", ["work"], storage="memory")
+        await one.subscribe("work", a)
+        await two.subscribe("work", b)
+        for i in range(40):
+            await one.publish("work", f"m{i}")
+        await eventually(lambda: len(a.messages) + len(b.messages) >= 40)
+        seqs = [m.delivery.stream_seq for m in a.messages + b.messages]
+        assert sorted(seqs) == list(range(1, 41)) and a.messages and b.messages
+
+
+async def test_push_durable_is_not_joined_in_pull_mode(
+    ps: JetStreamPubSub, nats_server: NatsServer
+) -> None:
+    async with await make(nats_server, durableName="kind") as push:
+        await push.subscribe("orders", print)
+    async with await make(nats_server, durableName="kind", consumerMode="pull") as pull:
+        with pytest.raises(jsnb.ConsumerConflictError, match=r"push consumer.*consumerMode"):
+            await pull.subscribe("orders", print)
+
+
+async def _stream_back(ps: JetStreamPubSub, stream: str) -> bool:
+    """True once the restarted server serves *stream* again."""
+    try:
+        await ps.jetstream.stream_info(stream)
+    except Exception:
+        return False
+    return True
+
+
+async def test_pull_survives_a_server_restart(nats_server: NatsServer) -> None:
+    """Pull requests die with the server (nats.py #504); the feed asks again after it."""
+    props = {"consumerMode": "pull", "durableName": "survivor"}
+    async with await make(nats_server, **props) as ps:
+        await jsnb.ensure_stream(ps, "LIVE", ["live"])
+        rec = Recorder()
+        sub = await ps.subscribe("live", rec)
+        await ps.publish("live", "before")
+        await eventually(lambda: len(rec.messages) == 1)
+        nats_server.restart()
+        await eventually(lambda: _stream_back(ps, "LIVE"))
+        await ps.publish("live", "after")
+        await eventually(lambda: rec.data == [b"before", b"after"], timeout=30)
+        assert (await sub.state())["consumerMode"] == "pull"
+
+
+async def test_pull_request_limits_do_not_retune_a_durable_each_time(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-py cannot read maxRequestBatch back: drift notes it instead of retuning."""
+    props = {"consumerMode": "pull", "durableName": "limits", "maxRequestBatch": 8}
+    props["maxWaiting"] = 16
+    for _ in range(2):
+        async with await make(nats_server, **props) as ps:
+            await jsnb.ensure_stream(ps, "LIMITS", ["limits"], storage="memory")
+            with caplog.at_level(logging.WARNING, logger="jsnb"):
+                sub = await ps.subscribe("limits", print)
+            drift = (await sub.drift()).set_index("field")
+    assert "retuning" not in caplog.text
+    assert "does not read it back" in drift.loc["maxRequestBatch", "note"]
+    assert drift.loc["maxWaiting", "server"] == 16 and not drift.differs.any()

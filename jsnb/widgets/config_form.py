@@ -48,6 +48,7 @@ _PLACEHOLDERS = {
     Kind.DURATIONS: "e.g. 50ms, 1s, 10s",
     Kind.UNIX_TIME: "Unix seconds; empty = unset",
     Kind.PATH: "path to a PEM file",
+    Kind.KEEP_ALIVE: "off, auto, or e.g. 5s",
 }
 _DEFAULTS = {info.key: format_value(info, info.default) for info in Metadata.fields_table()}
 

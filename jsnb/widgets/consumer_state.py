@@ -433,7 +433,12 @@ class ConsumerState(_Poller):
         return fig
 
     def _flags(self, record: dict[str, Any]) -> str:
-        badges = []
+        mode = record["consumerMode"]
+        tips = {
+            "push": "the server sends deliveries, up to maxAckPending (Dapr's kind)",
+            "pull": "subscribers ask for batches; num_waiting counts their open requests",
+        }
+        badges = [_badge("#455a64", f"{mode} consumer", tips[mode])]
         if record["stalled"]:
             badges.append(
                 _badge(
@@ -456,7 +461,7 @@ class ConsumerState(_Poller):
                     "the server's config differs from the metadata; see the drift section",
                 )
             )
-        return f"<div class='jsnb-state-flags'>{''.join(badges)}</div>" if badges else ""
+        return f"<div class='jsnb-state-flags'>{''.join(badges)}</div>"
 
     def _draw(self) -> None:
         super()._draw()
