@@ -557,7 +557,7 @@ def _handler(scenario: Scenario) -> Callable[[Message], Any]:
 
 
 class _Tap:
-    """Records every delivery on a push consumer's deliver subject as it arrives.
+    """Records every delivery on the consumer's deliver subject (or pull inbox) as it arrives.
 
     A plain subscription of its own, next to the subscriber's: it is never held
     up by a handler, so it sees when the server sent each delivery.
@@ -621,8 +621,7 @@ async def run_scenario(
         if ps.metadata is not None and ps.metadata.max_deliver > 0:
             sub_meta["deadLetterTopic"] = f"{subject}.dlq"  # unused without a limit
         sub = await ps.subscribe(subject, _handler(scenario), metadata=sub_meta)
-        info = await sub.consumer_info()
-        tap_sub = await ps.nc.subscribe(info.config.deliver_subject or "", cb=tap.on_msg)
+        tap_sub = await ps.nc.subscribe(await sub.delivery_subject(), cb=tap.on_msg)
         await ps.nc.flush()
         started = time.time()
         payload = b"x" * scenario.payload_size

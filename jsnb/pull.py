@@ -81,6 +81,11 @@ class PullFeed:
         self._watchdog: asyncio.Task[None] | None = None
         self._stopped = False
 
+    @property
+    def inbox(self) -> str:
+        """The subject the server answers this feed's requests on."""
+        return self._inbox
+
     async def start(self) -> None:
         """Subscribe to the inbox and send the first request."""
         self.subscription = await self._nc.subscribe(self._inbox, cb=self._receive)

@@ -384,6 +384,14 @@ class Subscription:
 
     # -- state and lifecycle -----------------------------------------------------------
 
+    async def delivery_subject(self) -> str:
+        """Where the server sends this subscription's deliveries: the push consumer's
+        deliver subject, or the pull feed's inbox; another subscriber there sees each one
+        as it arrives (the lab's clock)."""
+        if self._feed is not None:
+            return self._feed.inbox
+        return (await self.consumer_info()).config.deliver_subject or ""
+
     async def consumer_info(self) -> api.ConsumerInfo:
         """The server's view of this subscription's consumer."""
         info: api.ConsumerInfo = await self._js.consumer_info(self.stream, self.consumer)

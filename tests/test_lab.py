@@ -32,8 +32,9 @@ def assert_accounts_agree(result: Any) -> None:
     assert result.totals == result.client_totals
 
 
-async def test_backoff_run_matches_prediction(nats_server: Any) -> None:
-    props = {"backOff": "100ms, 1s", "maxDeliver": 5}
+@pytest.mark.parametrize("mode", ["push", "pull"])
+async def test_backoff_run_matches_prediction(nats_server: Any, mode: str) -> None:
+    props = {"backOff": "100ms, 1s", "maxDeliver": 5, "consumerMode": mode}
     result = await run_scenario(nats_server.url, props, Scenario(messages=4, fail_times=2))
     assert result.finished
     assert result.totals["lost"] == 0 and result.totals["acked"] == 4
@@ -47,6 +48,7 @@ async def test_backoff_run_matches_prediction(nats_server: Any) -> None:
     assert set(naked["nak_sent_s"]) == {0.1}
     assert df.loc[df["outcome"] != "nak", "nak_sent_s"].isna().all()
     assert_delays_match(result)
+    assert_accounts_agree(result)
 
 
 async def test_exhausted_messages_are_dead_lettered(nats_server: Any) -> None:

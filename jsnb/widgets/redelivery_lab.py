@@ -39,7 +39,17 @@ __all__ = [
     "RedeliveryLab",
 ]
 
-LAB_KEYS = ("ackWait", "backOff", "maxDeliver", "maxAckPending", "ackPolicy", "concurrencyMode")
+LAB_KEYS = (
+    "ackWait",
+    "backOff",
+    "maxDeliver",
+    "maxAckPending",
+    "ackPolicy",
+    "concurrencyMode",
+    "consumerMode",
+    "inProgress",
+    "maxHandlerTime",
+)
 # No ackWait: with backOff set, nats-server replaces it by backOff[0] (jsnb warns).
 DEFAULTS = {"natsURL": EMBEDDED, "backOff": "200ms, 1s", "maxDeliver": 4}
 BEHAVIOURS = {
