@@ -55,6 +55,11 @@ _UNSETTLED = frozenset({Outcome.NAK, Outcome.SUPERSEDED})
 # Dapr's app response statuses for bulk entries (case-insensitive, as the runtime reads them).
 _SUCCESS, _RETRY, _DROP = "SUCCESS", "RETRY", "DROP"
 _ACKED, _EXPIRED = Settled(Outcome.ACK), Settled(Outcome.EXPIRED)
+# Handled, but the server gave up on it first (maxDeliver): it ignores the late ack.
+_TOO_LATE = (
+    "handled, but nats-server had already given up on it (maxDeliver): it ignores this ack, "
+    "so the message stays in its stream unacknowledged and the ack floor stays below it"
+)
 _SUPERSEDED = Settled(Outcome.SUPERSEDED, None, "the server redelivered it meanwhile")
 _ALREADY_ENDED = Settled(
     Outcome.SUPERSEDED, None, "nats-server had already given up on it (reported then)"
@@ -339,6 +344,10 @@ class Dispatcher:
                 await policy.success(msg, d)
                 settled = _EXPIRED if expired else _ACKED
                 self.acked += 1
+                # Plain dict lookups, no method call: this is the hot path.
+                if gave_up or (self._abandoned._items and d.stream_seq in self._abandoned._items):
+                    log.warning("jsnb: %s seq %d: %s", msg.subject, d.stream_seq, _TOO_LATE)
+                    settled = settled._replace(note=_TOO_LATE)
             else:
                 self.failed += 1
                 if stale:  # the newer delivery settles the message; a NAK would be a lie
