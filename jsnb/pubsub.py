@@ -54,7 +54,7 @@ from jsnb.messages import (
     Feature,
     PublishResult,
 )
-from jsnb.metadata import Metadata
+from jsnb.metadata import FieldInfo, Metadata
 from jsnb.streams import stream_for_subject
 from jsnb.subjects import check_topic
 from jsnb.subscription import Subscription
@@ -439,7 +439,7 @@ class JetStreamPubSub:
         return frozenset(Feature)
 
     @staticmethod
-    def component_metadata() -> tuple[Any, ...]:
+    def component_metadata() -> tuple[FieldInfo, ...]:
         """The metadata field table (key, kind, group, default, help) for every property."""
         return Metadata.fields_table()
 

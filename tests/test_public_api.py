@@ -100,3 +100,30 @@ def test_no_two_modules_share_a_name() -> None:
     """``jsnb.lab`` and ``jsnb.widgets.lab`` were two modules a reader could confuse."""
     leaves = [m.rsplit(".", 1)[-1] for m in MODULES if not m.endswith("__main__")]
     assert len(leaves) == len(set(leaves)), sorted(n for n in leaves if leaves.count(n) > 1)
+
+
+def test_no_import_circle_among_the_modules() -> None:
+    """Module-level imports only (a function's own import is how a circle is broken)."""
+    edges: dict[str, set[str]] = {}
+    for module in MODULES:
+        source = inspect.getsource(importlib.import_module(module))
+        tree = ast.parse(source)
+        edges[module] = {
+            node.module
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("jsnb.")
+            and node.module in MODULES
+            and node.module != module
+        }
+
+    def reach(start: str, seen: set[str]) -> None:
+        for nxt in edges.get(start, ()):
+            assert nxt != module, f"{module} imports itself back through {start}"
+            if nxt not in seen:
+                seen.add(nxt)
+                reach(nxt, seen)
+
+    for module in MODULES:
+        if module not in ("jsnb.server", "jsnb.widgets"):  # packages re-export their parts
+            reach(module, set())
