@@ -165,6 +165,10 @@ class LabResult:
         wait = f"{md.ack_wait.total_seconds():g}s" if md.ack_wait else "default"
         deliver = md.max_deliver if md.max_deliver > 0 else "∞"
         extra = [md.concurrency_mode.value]
+        if md.consumer_mode.value != "push":
+            extra.append(md.consumer_mode.value)
+        if md.in_progress != "off":
+            extra.append(f"inProgress {md.in_progress}")
         if md.ack_policy.value != "explicit":
             extra.append(f"ackPolicy {md.ack_policy.value}")
         if md.max_ack_pending:

@@ -235,6 +235,8 @@ class RedeliveryLab(widgets.VBox):
                     "ackWait_s": md.ack_wait.total_seconds(),
                     "maxDeliver": md.max_deliver,
                     "concurrencyMode": md.concurrency_mode.value,
+                    "consumerMode": md.consumer_mode.value,
+                    "inProgress": md.in_progress,
                     "ackPolicy": md.ack_policy.value,
                     "maxAckPending": md.max_ack_pending,
                     "scenario": r.scenario.describe(),
