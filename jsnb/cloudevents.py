@@ -54,6 +54,7 @@ __all__ = [
     "Incoming",
     "Outgoing",
     "decode",
+    "event_data_text",
     "normalize_metadata",
     "parse_raw_payload",
     "unwrap",
@@ -205,13 +206,20 @@ def unwrap(payload: bytes, *, raw: bool = False) -> Incoming:
     """
     if raw:
         return Incoming(payload)
-    return Incoming(*decode(payload))
+    data, event, expired = decode(payload)
+    if data is None:
+        assert event is not None
+        data = event_data_text(event, payload)
+    return Incoming(data, event, expired)
 
 
-def decode(payload: bytes) -> tuple[bytes, dict[str, Any] | None, bool]:
+def decode(payload: bytes) -> tuple[bytes | None, dict[str, Any] | None, bool]:
     """``unwrap`` as a plain ``(data, cloud_event, expired)`` tuple: the subscriber's hot path.
 
-    Building the frozen ``Incoming`` costs a third of the unwrapping itself.
+    ``data`` is None when it is the JSON text of ``cloud_event["data"]``:
+    :func:`event_data_text` makes it, and :class:`~jsnb.messages.Message` calls
+    that only when the handler reads ``data`` (``json()`` uses the parsed
+    value). Building the frozen ``Incoming`` costs a third of the unwrapping.
     """
     if not payload or payload[0] not in _OBJECT_START:
         return payload, None, False
@@ -221,10 +229,20 @@ def decode(payload: bytes) -> tuple[bytes, dict[str, Any] | None, bool]:
         return payload, None, False
     if type(event) is not dict or "specversion" not in event or "id" not in event:
         return payload, None, False
-    data = _event_data(event, payload)
-    if data is None:
-        return payload, None, False
-    return data, event, _has_expired(event)
+    encoded = event.get("data_base64")
+    if encoded is not None:
+        data = _base64_data(encoded)
+        if data is None:
+            return payload, None, False
+    elif "data" not in event:
+        data = b""
+    else:
+        value = event["data"]
+        if isinstance(value, str) and not _is_json(event.get("datacontenttype")):
+            data = value.encode()
+        else:
+            data = None  # its JSON text, made on demand
+    return data, event, _has_expired(event) if "expiration" in event else False
 
 
 def normalize_metadata(metadata: Mapping[str, Any] | None, *, what: str) -> dict[str, str]:
@@ -463,24 +481,23 @@ def _event_id(event: Any) -> str | None:
     return event_id if isinstance(event_id, str) and event_id else None
 
 
-def _event_data(event: dict[str, Any], payload: bytes) -> bytes | None:
-    """The payload ``event``, parsed from ``payload``, carries; None if ``data_base64`` is bad."""
-    encoded = event.get("data_base64")
-    if encoded is not None:
-        if not isinstance(encoded, str):
-            return None
-        try:
-            return binascii.a2b_base64(encoded, strict_mode=True)
-        except (binascii.Error, ValueError):
-            return None
-    if "data" not in event:
-        return b""
-    value = event["data"]
-    if isinstance(value, str):
-        content_type = event.get("datacontenttype")
-        if not (isinstance(content_type, str) and _kind(content_type) is _JSON):
-            return value.encode()
-    encoded = orjson.dumps(value)
+def _base64_data(encoded: Any) -> bytes | None:
+    """``data_base64`` decoded; None if it is not valid base64 text."""
+    if not isinstance(encoded, str):
+        return None
+    try:
+        return binascii.a2b_base64(encoded, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _is_json(content_type: Any) -> bool:
+    return isinstance(content_type, str) and _kind(content_type) is _JSON
+
+
+def event_data_text(event: dict[str, Any], payload: bytes) -> bytes:
+    """The JSON text of ``event["data"]``, as published in *payload* where it can tell."""
+    encoded = orjson.dumps(event["data"])
     if payload.endswith(encoded, 0, -1):
         return encoded  # the common case: canonical text, last, as jsnb writes it
     return _published_text(event, payload) or encoded

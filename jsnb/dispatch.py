@@ -23,14 +23,13 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
 
 from jsnb.cloudevents import decode
-from jsnb.messages import Delivery, DeliveryEvent, Message, Outcome
+from jsnb.messages import Delivery, DeliveryEvent, Message, Outcome, first_delivery_prefix
 from jsnb.settlement import Settled, _Policy
 
 __all__ = [
@@ -95,40 +94,6 @@ class _Recent:
         return len(self._items)
 
 
-def _delivery(reply: str) -> Delivery | None:
-    """Where a message sits, read from its JetStream ack subject; None if it has none.
-
-    The subject is ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
-    seq>.<ns timestamp>.<pending>``, with ``<domain>.<account hash>`` after ``ACK``
-    in the newer form. nats-py's ``msg.metadata`` reads it through two frozen
-    dataclasses first, which costs as much as the rest of our dispatch.
-    """
-    tokens = reply.split(".")
-    if len(tokens) == 9:
-        js, ack, stream, consumer, delivered, stream_seq, consumer_seq, stamp, pending = tokens
-    elif len(tokens) >= 11:
-        js, ack, _, _, stream, consumer, delivered, stream_seq, consumer_seq, stamp, pending = (
-            tokens[:11]
-        )
-    else:
-        return None
-    if js != "$JS" or ack != "ACK":
-        return None
-    try:
-        # Positional: with keywords this dataclass costs half as much again.
-        return Delivery(
-            int(stream_seq),
-            int(consumer_seq),
-            int(delivered),
-            int(pending),
-            datetime.fromtimestamp(int(stamp) / 1e9, UTC),
-            stream,
-            consumer,
-        )
-    except ValueError:
-        return None
-
-
 def _being_cancelled() -> bool:
     """True when the running task itself was cancelled (not just something it awaited)."""
     task = asyncio.current_task()
@@ -153,6 +118,8 @@ class Dispatcher:
         self.topic = topic
         self.policy = policy
         self._arrived = policy.arrived if policy.watches_arrivals else None
+        # Deliveries are timed and settled through _settle with the keep-alive on.
+        self._timed = policy.keep_alive is not None
         self.consumer = ""
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
@@ -160,10 +127,17 @@ class Dispatcher:
         )
         self._raw = raw
         self._own_listeners, self._host_listeners = listeners
-        # Sequences delivered to us and not yet settled for good, so an ephemeral
-        # consumer recreated after an outage starts below all of them.
-        self.unsettled: set[int] | None = set() if track_unsettled else None
-        self.last_stream_seq = 0
+        # An ephemeral consumer recreated after an outage starts below every sequence
+        # delivered to us and not settled for good (resume_seq): those NAKed or
+        # superseded are kept here, those running are in _running / _current.
+        self._tracks = track_unsettled
+        self.unsettled: set[int] = set()
+        # The highest sequence seen, without parsing every ack subject: first
+        # deliveries come in stream order, so it is the newest reply that starts
+        # with _first_prefix ("$JS.ACK.<stream>.<consumer>.1."), kept as text.
+        self._first_prefix: str | None = None
+        self._newest_first = ""
+        self._seen_max = 0  # from replies parsed anyway, and from before a reset
         self.delivered = 0
         self.acked = 0
         self.failed = 0
@@ -171,7 +145,7 @@ class Dispatcher:
         # Per message with an attempt running here: how many run, the newest delivery
         # count seen, and the server's max-deliveries word if it came meanwhile.
         self._running: dict[int, int] = {}  # (single mode keeps only _current)
-        self._current = 0
+        self._current: Message | None = None
         self._newest: dict[int, int] = {}
         self._gave_up: dict[int, int] = {}
         # Recent messages this subscription ended as exhausted (the server's advisory
@@ -180,8 +154,7 @@ class Dispatcher:
         self._abandoned = _Recent()
         self.watching_advisories = False
         self._active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Event | None = None  # made by wait_idle, set when _active is 0
 
     # -- the nats-py callback and lifecycle ----------------------------------------
 
@@ -190,6 +163,10 @@ class Dispatcher:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no handler runs; False if *timeout* passed first."""
+        if not self._active:
+            return True
+        if self._idle is None:
+            self._idle = asyncio.Event()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
@@ -206,7 +183,7 @@ class Dispatcher:
         at once. If it will not (its last allowed delivery, or ackPolicy none),
         it is handled here, since dropping it would lose it without a word.
         """
-        d = _delivery(msg.reply) if msg.reply else None
+        d = Delivery.from_reply(msg.reply) if msg.reply else None
         if d is None:
             return
         if self.policy.terminates and not self.policy.rule.is_last(d.num_delivered):
@@ -226,48 +203,83 @@ class Dispatcher:
 
     def _busy(self, delta: int) -> None:
         self._active += delta
-        if self._active:
-            self._idle.clear()
-        else:
+        if not self._active and self._idle is not None:
             self._idle.set()
+            self._idle = None
+
+    def resume_seq(self) -> int:
+        """Where a recreated ephemeral consumer starts so that nothing is skipped; 0: anywhere.
+
+        Below every sequence not yet settled (NAKed, or still running), else just
+        past the highest seen; what was settled may come again (at-least-once).
+        """
+        open_seqs = set(self.unsettled)
+        open_seqs.update(self._running)
+        if self._current is not None:
+            open_seqs.add(self._current.delivery.stream_seq)
+        if open_seqs:
+            return min(open_seqs)
+        seen = self._highest_seen()
+        return seen + 1 if seen else 0
+
+    def _highest_seen(self) -> int:
+        newest = Delivery.from_reply(self._newest_first) if self._newest_first else None
+        return max(newest.stream_seq if newest else 0, self._seen_max)
+
+    def _track_reply(self, reply: str) -> None:
+        """An ack subject that is not a first delivery of the known prefix: read it whole."""
+        d = Delivery.from_reply(reply)
+        if d is None:
+            return
+        if d.stream_seq > self._seen_max:
+            self._seen_max = d.stream_seq
+        if d.num_delivered == 1 and self._first_prefix is None:
+            self._first_prefix = first_delivery_prefix(reply)
+            self._newest_first = reply
 
     # -- one delivery ----------------------------------------------------------------
 
     def _prepare(self, msg: Msg) -> tuple[Message, bool] | None:
-        """The handler's view of *msg* and whether it expired; None if not JetStream."""
-        delivery = _delivery(msg.reply) if msg.reply else None
-        if delivery is None:
+        """The handler's view of *msg* and whether it expired; None if not JetStream.
+
+        The ack subject is parsed here only where something needs it now
+        (overlapping attempts, cumulative acks, the keep-alive); otherwise the
+        Message parses it on first access, which most handlers never make.
+        """
+        reply = msg.reply
+        if not reply.startswith("$JS.ACK."):
             log.warning("jsnb: %s: not a JetStream message, left unacked", msg.subject)
             return None
-        seq = delivery.stream_seq
-        if seq > self.last_stream_seq:
-            self.last_stream_seq = seq
-        if self.unsettled is not None:
-            self.unsettled.add(seq)
-        if self._overlaps:
-            self._running[seq] = self._running.get(seq, 0) + 1
-            if delivery.num_delivered > self._newest.get(seq, 0):
-                self._newest[seq] = delivery.num_delivered
-        else:
-            self._current = seq
-        if self._arrived is not None:
-            self._arrived(delivery)
-        self.delivered += 1
-        metadata: dict[str, str] = {}
-        headers = msg.headers
-        if headers:
-            for k, v in headers.items():
-                if not k.startswith("Nats-"):
-                    metadata[k] = v
-        metadata["Topic"] = msg.subject  # last: a header named Topic must not hide it
         if self._raw:
-            data, cloud_event, expired = msg.data, None, False
+            message, expired = Message(self.topic, msg, msg.data), False
         else:
             data, cloud_event, expired = decode(msg.data)
-        # Positional, in field order: keywords cost a third more on this hot path.
-        message = Message(
-            self.topic, data, metadata, cloud_event, str(delivery.consumer_seq), delivery, headers
-        )
+            message = Message(self.topic, msg, data, cloud_event)
+        if self._overlaps or self._arrived is not None or self.policy.keep_alive is not None:
+            d = Delivery.from_reply(reply)
+            if d is None:
+                log.warning("jsnb: %s: unreadable ack subject %r, left unacked", msg.subject, reply)
+                return None
+            message._delivery = d
+            seq = d.stream_seq
+            if self._overlaps:
+                self._running[seq] = self._running.get(seq, 0) + 1
+                if d.num_delivered > self._newest.get(seq, 0):
+                    self._newest[seq] = d.num_delivered
+            if self._arrived is not None:
+                self._arrived(d)
+            if seq > self._seen_max:
+                self._seen_max = seq
+        elif self._tracks:
+            # Measured: 50 ns, where parsing the subject for its sequence costs 400+.
+            first = self._first_prefix
+            if first is not None and reply.startswith(first):
+                self._newest_first = reply
+            else:
+                self._track_reply(reply)
+        if not self._overlaps:
+            self._current = message
+        self.delivered += 1
         return message, expired
 
     async def _invoke(
@@ -279,7 +291,7 @@ class Dispatcher:
                 return await self._handler(arg), None
             # Parallel mode runs sync handlers in threads so they overlap.
             result = await asyncio.to_thread(self._handler, arg) if threaded else self._handler(arg)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 result = await result
             return result, None
         except Exception as exc:
@@ -290,27 +302,38 @@ class Dispatcher:
             return None, exc  # the handler awaited something that was cancelled: a failure
 
     async def _process(self, msg: Msg, *, threaded: bool = False) -> None:
-        received = time.time()
         prepared = self._prepare(msg)
         if prepared is None:
             return
         message, expired = prepared
+        # Timing only what someone reads: listeners get the arrival time and the
+        # handler's run time; without them the three clock reads are skipped.
+        timed = bool(self._own_listeners or self._host_listeners)
+        received = time.time() if timed else 0.0
         if expired:
             await self._settle(msg, message, None, 0.0, received, expired=True)
             return
         keep_alive = self.policy.keep_alive
         if keep_alive is not None:
             keep_alive.start(msg, message.delivery.num_delivered)
-        start = time.perf_counter()
-        _, error = await self._invoke(message, threaded=threaded)
-        await self._settle(msg, message, error, time.perf_counter() - start, received)
+        if timed:
+            start = time.perf_counter()
+            _, error = await self._invoke(message, threaded=threaded)
+            duration = time.perf_counter() - start
+        else:
+            _, error = await self._invoke(message, threaded=threaded)
+            duration = 0.0
+        await self._settle(msg, message, error, duration, received)
 
-    def _finish(self, d: Delivery) -> tuple[bool, bool]:
+    def _finish(self, message: Message) -> tuple[bool, bool]:
         """This attempt is over: (was a newer delivery seen meanwhile, had the server given up)."""
-        seq = d.stream_seq
         if not self._overlaps:  # one attempt at a time: none can be stale
-            self._current = 0
-            return False, bool(self._gave_up) and self._gave_up.pop(seq, None) is not None
+            self._current = None
+            if not self._gave_up:
+                return False, False
+            return False, self._gave_up.pop(message.delivery.stream_seq, None) is not None
+        d = message.delivery
+        seq = d.stream_seq
         stale = self._newest.get(seq, 0) > d.num_delivered
         gave_up = seq in self._gave_up
         left = self._running.get(seq, 1) - 1
@@ -334,22 +357,26 @@ class Dispatcher:
         drop: bool = False,
     ) -> None:
         """Let the ack policy settle one delivery, then count and report what it returned."""
-        d = message.delivery
         policy = self.policy
         if policy.keep_alive is not None:  # the handler is done; a held ack keeps its own
             policy.keep_alive.stop(msg)
-        stale, gave_up = self._finish(d)
+        stale, gave_up = self._finish(message)
         try:
             if error is None:
-                await policy.success(msg, d)
+                await policy.success(msg, message)
                 settled = _EXPIRED if expired else _ACKED
                 self.acked += 1
                 # Plain dict lookups, no method call: this is the hot path.
-                if gave_up or (self._abandoned._items and d.stream_seq in self._abandoned._items):
-                    log.warning("jsnb: %s seq %d: %s", msg.subject, d.stream_seq, _TOO_LATE)
+                if gave_up or (
+                    self._abandoned._items and message.delivery.stream_seq in self._abandoned._items
+                ):
+                    log.warning(
+                        "jsnb: %s seq %d: %s", msg.subject, message.delivery.stream_seq, _TOO_LATE
+                    )
                     settled = settled._replace(note=_TOO_LATE)
             else:
                 self.failed += 1
+                d = message.delivery
                 if stale:  # the newer delivery settles the message; a NAK would be a lie
                     settled = _SUPERSEDED
                 elif d.stream_seq in self._abandoned:
@@ -359,16 +386,23 @@ class Dispatcher:
                 else:
                     settled = await policy.failure(msg, d, error, last=gave_up)
         except nats.errors.Error as exc:
-            # The connection went away: the server redelivers after the ack deadline.
-            log.warning("jsnb: could not settle %s seq %d: %s", msg.subject, d.stream_seq, exc)
+            self._unsettled_by(msg, message, exc)
             return
         outcome = settled.outcome
-        if self.unsettled is not None and outcome not in _UNSETTLED:
-            self.unsettled.discard(d.stream_seq)
+        if self._tracks:
+            if outcome in _UNSETTLED:
+                self.unsettled.add(message.delivery.stream_seq)
+            elif self.unsettled:
+                self.unsettled.discard(message.delivery.stream_seq)
         if outcome is Outcome.EXHAUSTED and self.watching_advisories and not gave_up:
-            self._reported.add(d.stream_seq)  # the server's advisory for it will follow
+            self._reported.add(message.delivery.stream_seq)  # the server's advisory will follow
         if self._own_listeners or self._host_listeners:
             self._report(msg, message, settled, duration, error, received)
+
+    def _unsettled_by(self, msg: Msg, message: Message, exc: nats.errors.Error) -> None:
+        # The connection went away: the server redelivers after the ack deadline.
+        seq = message.delivery.stream_seq
+        log.warning("jsnb: could not settle %s seq %d: %s", msg.subject, seq, exc)
 
     async def server_gave_up(self, seq: int, deliveries: int) -> None:
         """nats-server's max-deliveries advisory for *seq*: it will not deliver it again.
@@ -381,7 +415,12 @@ class Dispatcher:
         """
         if self._reported.discard(seq):
             return  # this subscription reported it already
-        if seq in self._running if self._overlaps else seq == self._current:
+        current = self._current
+        if (
+            seq in self._running
+            if self._overlaps
+            else (current is not None and current.delivery.stream_seq == seq)
+        ):
             self._gave_up[seq] = deliveries
             return
         if seq in self._abandoned:
@@ -394,8 +433,7 @@ class Dispatcher:
                 "jsnb: %s seq %d: could not settle after the advisory: %s", self.topic, seq, exc
             )
             return
-        if self.unsettled is not None:
-            self.unsettled.discard(seq)
+        self.unsettled.discard(seq)
         log.error(
             "jsnb: %s seq %d: nats-server stopped redelivering it after %d deliveries "
             "(maxDeliver) before a handler settled it: %s",
@@ -416,6 +454,8 @@ class Dispatcher:
 
     def reset(self) -> None:
         """The consumer was recreated: its delivery counts start again."""
+        self._seen_max = self._highest_seen()
+        self._first_prefix, self._newest_first = None, ""  # the new consumer has its own name
         self._newest.clear()
         self._gave_up.clear()
         self._reported.clear()
@@ -433,6 +473,8 @@ class Dispatcher:
     ) -> None:
         """Tell every listener what became of this delivery: the one place that does."""
         d = message.delivery
+        if not received:  # a listener came while the handler ran
+            received = time.time()
         text = None if error is None else f"{type(error).__name__}: {error}"
         if settled.note:
             text = f"{text}; {settled.note}" if text else settled.note
@@ -470,18 +512,70 @@ class SingleDispatcher(Dispatcher):
     _overlaps = False
 
     async def on_msg(self, msg: Msg) -> None:
+        """One delivery, start to end, in one frame: this is the consume hot path.
+
+        It is :meth:`Dispatcher._process` with the handler call (``_invoke``)
+        and the plain success (``_settle``) written inline: those three frames
+        and their tuples cost 1.2 µs a message, as much again as raw nats-py's
+        whole callback (bench/README.md, issue 15). Whatever is not a plain
+        success (a failure, an expired event, listeners, the keep-alive, a
+        message the server gave up on) still goes through ``_settle``; the
+        tests run every case with and without a listener, so both routes agree.
+        """
         if self.stopping:
             await self._while_stopping(msg)
             return
-        # _busy() inlined: this is the hot path.
+        prepared = self._prepare(msg)
+        if prepared is None:
+            return
+        message, expired = prepared
+        # _busy() inlined.
         self._active += 1
-        self._idle.clear()
         try:
-            await self._process(msg)
+            timed = self._timed or bool(self._own_listeners or self._host_listeners)
+            received = time.time() if timed else 0.0
+            if expired:
+                await self._settle(msg, message, None, 0.0, received, expired=True)
+                return
+            start = 0.0
+            if timed:
+                keep_alive = self.policy.keep_alive
+                if keep_alive is not None:
+                    keep_alive.start(msg, message.delivery.num_delivered)
+                start = time.perf_counter()
+            error: BaseException | None = None
+            try:  # as _invoke does
+                if self._is_async:
+                    await self._handler(message)
+                else:
+                    result = self._handler(message)
+                    if result is not None and inspect.isawaitable(result):
+                        await result
+            except Exception as exc:
+                error = exc
+            except asyncio.CancelledError as exc:
+                if _being_cancelled():
+                    raise
+                error = exc
+            if timed or error is not None or self._gave_up or self._abandoned._items:
+                duration = time.perf_counter() - start if timed else 0.0
+                await self._settle(msg, message, error, duration, received)
+                return
+            # A plain success: what _settle does for it, no more.
+            self._current = None
+            try:
+                await self.policy.success(msg, message)
+            except nats.errors.Error as exc:
+                self._unsettled_by(msg, message, exc)
+                return
+            self.acked += 1
+            if self.unsettled:  # it was NAKed before: settled now
+                self.unsettled.discard(message.delivery.stream_seq)
         finally:
             self._active -= 1
-            if not self._active:
+            if not self._active and self._idle is not None:
                 self._idle.set()
+                self._idle = None
 
 
 class ParallelDispatcher(Dispatcher):

@@ -37,7 +37,7 @@ import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from jsnb.cloudevents import decode
+from jsnb.cloudevents import unwrap
 from jsnb.durations import parse_duration
 from jsnb.errors import (
     NO_MESSAGE_FOUND,
@@ -562,7 +562,8 @@ class _Reader:
     def _stored(
         self, seq: int, time: str, subject: str, headers: dict[str, str], data: bytes
     ) -> StoredMessage:
-        payload, event, _ = decode(data)
+        incoming = unwrap(data)
+        payload, event = incoming.data, incoming.cloud_event
         return StoredMessage(
             self.stream, seq, _parse_time(time), subject, headers, data, event, payload
         )

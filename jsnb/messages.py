@@ -15,8 +15,10 @@ import enum
 import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+from nats.aio.msg import Msg
 
 __all__ = [
     "FINAL_OUTCOMES",
@@ -29,6 +31,7 @@ __all__ = [
     "Message",
     "Outcome",
     "PublishResult",
+    "first_delivery_prefix",
 ]
 
 
@@ -66,8 +69,8 @@ FINAL_OUTCOMES = frozenset(
 )
 
 
-# Not frozen: a frozen dataclass costs several times more to build, and one of
-# these is built for every delivery on the consume hot path.
+# Not frozen: a frozen dataclass costs several times more to build. Built only
+# when something asks for it (Message.delivery): most handlers never do.
 @dataclass(slots=True)
 class Delivery:
     """Where a message sits in the stream and how often it was delivered."""
@@ -80,32 +83,157 @@ class Delivery:
     stream: str
     consumer: str
 
+    @classmethod
+    def from_reply(cls, reply: str) -> Delivery | None:
+        """Read a JetStream ack subject; None if *reply* is not one.
 
-@dataclass(slots=True)
+        The subject is ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+        seq>.<ns timestamp>.<pending>``, with ``<domain>.<account hash>`` after ``ACK``
+        in the newer form. nats-py's ``msg.metadata`` reads it through two frozen
+        dataclasses first, which costs as much as the rest of our dispatch.
+        """
+        tokens = reply.split(".")
+        if len(tokens) == 9:
+            js, ack, stream, consumer, delivered, stream_seq, consumer_seq, stamp, pending = tokens
+        elif len(tokens) >= 11:
+            js, ack, _, _, stream, consumer, delivered, stream_seq, consumer_seq, stamp, pending = (
+                tokens[:11]
+            )
+        else:
+            return None
+        if js != "$JS" or ack != "ACK":
+            return None
+        try:
+            # Positional: with keywords this dataclass costs half as much again.
+            return cls(
+                int(stream_seq),
+                int(consumer_seq),
+                int(delivered),
+                int(pending),
+                datetime.fromtimestamp(int(stamp) / 1e9, UTC),
+                stream,
+                consumer,
+            )
+        except ValueError:
+            return None
+
+
+def first_delivery_prefix(reply: str) -> str | None:
+    """How the ack subject of a *first* delivery by *reply*'s consumer begins, if it is one.
+
+    Everything up to the delivery count, then ``1.``: a reply that starts with
+    it is a first delivery, told without parsing it (:class:`Delivery.from_reply`).
+    """
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        head = tokens[:4]
+    elif len(tokens) >= 11:
+        head = tokens[:6]
+    else:
+        return None
+    return ".".join((*head, "1", ""))
+
+
 class Message:
     """One delivered message, as a handler sees it.
 
     ``data`` is exactly the published payload (a CloudEvent is unwrapped);
-    ``cloud_event`` is the envelope, or ``None`` for raw payloads.
+    ``cloud_event`` is the envelope, or ``None`` for raw payloads;
+    ``metadata`` holds the message's headers (but ``Nats-*``) and ``Topic``.
+
+    Everything but ``topic`` and ``cloud_event`` is read from the delivery
+    on first access and kept: building ``delivery`` (its ack subject parsed,
+    a ``datetime``), ``metadata`` and a CloudEvent's ``data`` bytes for every
+    message cost half of jsnb's consume path (issue 15), and most handlers
+    read one or two of them.
     """
 
-    topic: str
-    data: bytes
-    metadata: dict[str, str]
-    cloud_event: dict[str, Any] | None
-    entry_id: str
-    delivery: Delivery
-    headers: Mapping[str, str] | None = None
+    __slots__ = ("_data", "_delivery", "_metadata", "_msg", "cloud_event", "topic")
+    _delivery: Delivery
+    _metadata: dict[str, str]
+
+    def __init__(
+        self, topic: str, msg: Msg, data: bytes | None, cloud_event: dict[str, Any] | None = None
+    ) -> None:
+        # data None: the JSON text of cloud_event["data"], made on first access.
+        # _delivery and _metadata are left unset until then (a slot read raises
+        # AttributeError): two assignments fewer per message.
+        self.topic = topic
+        self._msg = msg
+        self._data = data
+        self.cloud_event = cloud_event
+
+    @property
+    def data(self) -> bytes:
+        data = self._data
+        if data is None:
+            from jsnb.cloudevents import event_data_text
+
+            assert self.cloud_event is not None
+            data = self._data = event_data_text(self.cloud_event, self._msg.data)
+        return data
+
+    @property
+    def delivery(self) -> Delivery:
+        """Where the message sits in its stream and how often it was delivered."""
+        try:
+            return self._delivery
+        except AttributeError:
+            d = Delivery.from_reply(self._msg.reply)
+            if d is None:  # the dispatcher hands on JetStream deliveries only
+                raise ValueError(f"not a JetStream ack subject: {self._msg.reply!r}") from None
+            self._delivery = d
+            return d
+
+    @property
+    def entry_id(self) -> str:
+        """The message's id in a bulk batch (Dapr's ``entryId``): its consumer sequence."""
+        return str(self.delivery.consumer_seq)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        try:
+            return self._metadata
+        except AttributeError:
+            metadata = {}
+            headers = self._msg.headers
+            if headers:
+                for k, v in headers.items():
+                    if not k.startswith("Nats-"):
+                        metadata[k] = v
+            metadata["Topic"] = self._msg.subject  # last: a header named Topic must not hide it
+            self._metadata = metadata
+            return metadata
+
+    @property
+    def headers(self) -> Mapping[str, str] | None:
+        """Every header as delivered (``Nats-*`` too), or None."""
+        return self._msg.headers
 
     def text(self) -> str:
         """The payload decoded as UTF-8."""
         return self.data.decode()
 
     def json(self) -> Any:
-        """The payload parsed as JSON."""
+        """The payload parsed as JSON.
+
+        A CloudEvent's JSON ``data`` was parsed with its envelope: that object
+        is returned (the same as ``cloud_event["data"]``), not parsed again.
+        """
+        if self._data is None and self.cloud_event is not None:
+            return self.cloud_event["data"]
         import orjson
 
         return orjson.loads(self.data)
+
+    def __repr__(self) -> str:
+        d = self.delivery
+        return (
+            f"Message(topic={self.topic!r}, stream_seq={d.stream_seq}, "
+            f"num_delivered={d.num_delivered}, data={self.data[:64]!r}"
+            f"{'...' if len(self.data) > 64 else ''}, "
+            f"cloud_event={'yes' if self.cloud_event is not None else 'no'})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

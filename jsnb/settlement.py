@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from jsnb.keepalive import KeepAlive
-from jsnb.messages import Delivery, Outcome
+from jsnb.messages import Delivery, Message, Outcome
 from jsnb.metadata import AckPolicy
 from jsnb.retry import RetryRule
 
@@ -135,8 +135,12 @@ class _Policy:
     def reset(self) -> None:
         """The consumer was recreated: what was held for the old one is void."""
 
-    def success(self, msg: Msg, d: Delivery) -> Awaitable[None]:
-        """The handler succeeded (or the event expired): acknowledge as the policy says."""
+    def success(self, msg: Msg, message: Message) -> Awaitable[None]:
+        """The handler succeeded (or the event expired): acknowledge as the policy says.
+
+        It takes the Message, not its Delivery: only a policy that needs the
+        delivery parses it (``message.delivery``); explicit acks never do.
+        """
         raise NotImplementedError
 
     async def failure(
@@ -219,7 +223,7 @@ class _Policy:
 class ExplicitAcks(_Policy):
     """``ackPolicy: explicit``: each delivery is acked on its own, after its handler."""
 
-    def success(self, msg: Msg, d: Delivery) -> Awaitable[None]:
+    def success(self, msg: Msg, message: Message) -> Awaitable[None]:
         return msg.ack()  # nats-py's own coroutine: no frame of ours on the hot path
 
 
@@ -231,7 +235,7 @@ class NoAcks(_Policy):
 
     terminates = False
 
-    async def success(self, msg: Msg, d: Delivery) -> None:
+    async def success(self, msg: Msg, message: Message) -> None:
         return None
 
 
@@ -314,7 +318,8 @@ class CumulativeAcks(_Policy):
         if self.keep_alive is not None:
             self.keep_alive.start(msg, d.num_delivered, bounded=False)
 
-    async def success(self, msg: Msg, d: Delivery) -> None:
+    async def success(self, msg: Msg, message: Message) -> None:
+        d = message.delivery
         self._hold(msg, d, False)
         await self._send_ready(d.stream_seq)
 

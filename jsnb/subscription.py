@@ -451,10 +451,8 @@ class Subscription:
             return
         cfg = self._config
         d = self._dispatcher
-        if not self._durable and d.last_stream_seq:
-            # Start below every sequence not yet settled (NAKed, or still running), so
-            # none is skipped; what was settled may come again (at-least-once).
-            start = min(d.unsettled or (), default=d.last_stream_seq + 1)
+        start = 0 if self._durable else d.resume_seq()
+        if start:
             cfg = consumer_config(self.md, self.topic, cfg.deliver_subject or "")
             cfg.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
             cfg.opt_start_seq = start

@@ -1,0 +1,240 @@
+"""What the consume hot path relies on (issue 15), each guarded here.
+
+- Single mode settles a plain success inline and everything else through the
+  general route (``_settle``); listeners switch a subscription to the general
+  route. Both routes must end every delivery alike: checked with and without a
+  listener, on the server's own counts, for each handler kind and ack policy.
+- ``Message`` parses its ack subject, metadata and CloudEvent ``data`` bytes
+  on first access; what it returns must equal what eager parsing gave.
+- A recreated ephemeral consumer resumes just past the newest *first*
+  delivery, told by its ack subject's prefix without parsing every reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from nats.aio.msg import Msg
+
+import jsnb
+from jsnb.cloudevents import wrap
+from jsnb.messages import Delivery, DeliveryEvent, Message, first_delivery_prefix
+from jsnb.server import NatsServer
+from tests.support import all_acked, eventually, make
+
+COUNT = 6
+
+
+def _handler(kind: str, calls: list[tuple[int, int]], fail_seq: int | None) -> Any:
+    """A handler of *kind* that records (seq, delivery) and fails *fail_seq*'s first delivery."""
+
+    def attempt(msg: Message) -> None:
+        d = msg.delivery
+        calls.append((d.stream_seq, d.num_delivered))
+        if d.stream_seq == fail_seq and d.num_delivered == 1:
+            raise RuntimeError("planned")
+
+    if kind == "async":
+
+        async def handle(msg: Message) -> None:
+            attempt(msg)
+
+        return handle
+    if kind == "sync":
+        return attempt
+
+    async def later(msg: Message) -> None:
+        attempt(msg)
+
+    return lambda msg: later(msg)  # a sync callable handing back a coroutine
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["plain", "listened"])
+@pytest.mark.parametrize("kind", ["async", "sync", "returns-coroutine"])
+# (ackPolicy all redelivers what follows a NAK too: its failure case is the matrix's.)
+@pytest.mark.parametrize(
+    ("ack_policy", "fail_seq"),
+    [("explicit", None), ("explicit", 3), ("all", None)],
+    ids=["explicit-ok", "explicit-fail-once", "all-ok"],
+)
+async def test_both_routes_settle_alike(
+    nats_server: NatsServer, listened: bool, kind: str, ack_policy: str, fail_seq: int | None
+) -> None:
+    # No backOff: a NAK redelivers at once, and a held cumulative ack (ackPolicy all)
+    # waits well inside ackWait, so nothing is redelivered but the planned failure.
+    props = {"ackPolicy": ack_policy, "ackWait": "10s", "maxDeliver": 3, "durableName": "hot"}
+    async with await make(nats_server, **props) as ps:
+        await jsnb.ensure_stream(ps, "HOT", ["hot"])
+        events: list[DeliveryEvent] = []
+        calls: list[tuple[int, int]] = []
+        sub = await ps.subscribe("hot", _handler(kind, calls, fail_seq))
+        if listened:
+            sub.add_listener(events.append)
+        for i in range(COUNT):
+            await ps.publish("hot", {"i": i})
+        await eventually(lambda: all_acked(sub, COUNT))
+        expected = [(seq, 1) for seq in range(1, COUNT + 1)]
+        if fail_seq is not None:
+            expected.append((fail_seq, 2))
+        assert sorted(calls) == sorted(expected)
+        assert (sub.delivered, sub.acked, sub.failed) == (
+            len(expected),
+            COUNT,
+            len(expected) - COUNT,
+        )
+        if listened:
+            outcomes = sorted((e.stream_seq, e.num_delivered, e.outcome.value) for e in events)
+            want = sorted((s, n, "nak" if (s, n) == (fail_seq, 1) else "ack") for s, n in expected)
+            assert outcomes == want
+        else:
+            assert not events
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["plain", "listened"])
+async def test_cancelled_inside_the_handler_is_a_failure_on_both_routes(
+    nats_server: NatsServer, listened: bool
+) -> None:
+    """A handler whose awaited work was cancelled failed (it is retried); it was not stopped."""
+    async with await make(nats_server, backOff="50ms", maxDeliver=3) as ps:
+        await jsnb.ensure_stream(ps, "HOT", ["hot"])
+        calls: list[int] = []
+
+        async def handle(msg: Message) -> None:
+            calls.append(msg.delivery.num_delivered)
+            if msg.delivery.num_delivered == 1:
+                inner = asyncio.ensure_future(asyncio.sleep(10))
+                inner.cancel()
+                await inner
+
+        sub = await ps.subscribe("hot", handle)
+        if listened:
+            sub.add_listener(lambda event: None)
+        await ps.publish("hot", "x")
+        await eventually(lambda: all_acked(sub, 1))
+        assert calls == [1, 2] and (sub.acked, sub.failed) == (1, 1)
+
+
+# -- Message: read on demand ----------------------------------------------------------------
+
+
+def _msg(reply: str, data: bytes, headers: dict[str, str] | None = None) -> Msg:
+    return Msg(None, "orders.eu", reply, data, headers)  # type: ignore[arg-type]
+
+
+V1 = "$JS.ACK.ORDERS.worker.2.41.57.1700000000123456789.9"
+V2 = "$JS.ACK.hub.ACCHASH.ORDERS.worker.2.41.57.1700000000123456789.9"
+V2_TOKEN = V2 + ".r4nd0m"  # nats-server may add a random last token
+
+
+@pytest.mark.parametrize("reply", [V1, V2, V2_TOKEN], ids=["v1", "v2", "v2-token"])
+def test_delivery_is_read_from_every_form_of_ack_subject(reply: str) -> None:
+    d = Delivery.from_reply(reply)
+    assert d is not None
+    assert (d.stream_seq, d.consumer_seq, d.num_delivered, d.num_pending) == (41, 57, 2, 9)
+    assert (d.stream, d.consumer) == ("ORDERS", "worker")
+    assert d.timestamp.timestamp() == pytest.approx(1700000000.123456789)
+    # A first delivery of the same consumer starts with the prefix; this one (2) does not.
+    prefix = first_delivery_prefix(reply)
+    assert prefix is not None and not reply.startswith(prefix)
+    first = reply.replace(".worker.2.", ".worker.1.")
+    assert first.startswith(prefix)
+    assert not reply.replace(".worker.2.", ".worker.12.").startswith(prefix)
+
+
+@pytest.mark.parametrize("reply", ["", "_INBOX.abc", "$JS.ACK.S.C.x.1.1.1.0", "$JS.ACK.a.b"])
+def test_not_an_ack_subject(reply: str) -> None:
+    assert Delivery.from_reply(reply) is None
+    message = Message("t", _msg(reply, b"x"), b"x")
+    with pytest.raises(ValueError, match="not a JetStream ack subject"):
+        _ = message.delivery
+
+
+def test_message_reads_its_fields_on_demand() -> None:
+    headers = {"Nats-Msg-Id": "id-1", "traceparent": "00-ab", "Topic": "forged"}
+    message = Message("orders", _msg(V1, b"raw bytes", headers), b"raw bytes")
+    assert message.data == b"raw bytes" and message.cloud_event is None
+    assert message.metadata == {"traceparent": "00-ab", "Topic": "orders.eu"}
+    assert message.metadata is message.metadata  # built once
+    assert message.headers == headers
+    assert message.entry_id == "57"
+    assert message.delivery is message.delivery
+    assert "stream_seq=41" in repr(message) and "raw bytes" in repr(message)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"a": 1}, {"a": [1, 2.5, None, "é"]}, 7, None, True],
+    ids=["object", "nested", "number", "null", "bool"],
+)
+def test_cloud_event_data_is_what_was_published(data: Any) -> None:
+    out = wrap(data, topic="orders", pubsub_name="p", source="s")
+    d, event, expired = jsnb.cloudevents.decode(out.payload)
+    assert d is None and event is not None and not expired  # JSON data: made on demand
+    message = Message("orders", _msg(V1, out.payload), d, event)
+    assert message.json() == data
+    assert message.json() is event["data"]  # parsed with the envelope, not again
+    assert message.data == jsnb.cloudevents.unwrap(out.payload).data
+    assert orjson.loads(message.data) == data
+    assert message.json() == data  # after data was made, json() still agrees
+
+
+def test_cloud_event_text_data_is_its_text() -> None:
+    out = wrap("hello", topic="orders", pubsub_name="p", source="s")
+    d, event, _ = jsnb.cloudevents.decode(out.payload)
+    assert d == b"hello" and event is not None
+    assert Message("orders", _msg(V1, out.payload), d, event).text() == "hello"
+
+
+def test_cloud_event_data_keeps_its_published_spelling() -> None:
+    """Go's encoder puts data first; a hand-written envelope keeps its spaces."""
+    payload = b'{"specversion":"1.0","id":"1","source":"s","type":"t","data":{"b": 2,  "a": 1}}'
+    d, event, _ = jsnb.cloudevents.decode(payload)
+    message = Message("orders", _msg(V1, payload), d, event)
+    assert message.data == b'{"b": 2,  "a": 1}'
+    assert message.json() == {"b": 2, "a": 1}
+
+
+# -- a recreated ephemeral consumer: where it resumes ----------------------------------------
+
+
+async def test_recreated_ephemeral_resumes_past_the_newest_first_delivery(
+    nats_server: NatsServer,
+) -> None:
+    """The last reply before the outage is a *redelivery* of seq 1, after seq 3 came.
+
+    Resuming from the newest reply would redeliver 2 and 3; resuming past the
+    newest first delivery (3) redelivers nothing handled and skips nothing.
+    """
+    async with await make(nats_server, backOff="300ms", maxDeliver=5) as ps:
+        await jsnb.ensure_stream(ps, "EPH", ["eph"])
+        calls: list[tuple[bytes, int]] = []
+
+        async def handle(msg: Message) -> None:
+            calls.append((msg.data, msg.delivery.num_delivered))
+            if msg.data == b"m1" and msg.delivery.num_delivered == 1:
+                raise RuntimeError("once")
+
+        sub = await ps.subscribe("eph", handle, metadata={"rawPayload": "true"})
+        for i in (1, 2, 3):
+            await ps.publish("eph", f"m{i}".encode(), metadata={"rawPayload": "true"})
+        await eventually(lambda: (b"m1", 2) in calls)  # the redelivery came after m3
+        assert [c for c in calls if c[1] == 1] == [(b"m1", 1), (b"m2", 1), (b"m3", 1)]
+        await eventually(lambda: sub.acked == 3)
+        await ps.jetstream.delete_consumer("EPH", sub.consumer)
+        nats_server.restart()
+        await eventually(lambda: _recreated(ps, sub), timeout=30)
+        await ps.publish("eph", b"m4", metadata={"rawPayload": "true"})
+        await eventually(lambda: any(c[0] == b"m4" for c in calls))
+        await eventually(lambda: all_acked(sub, 4))
+        assert sorted(calls) == [(b"m1", 1), (b"m1", 2), (b"m2", 1), (b"m3", 1), (b"m4", 1)]
+
+
+async def _recreated(ps: Any, sub: Any) -> bool:
+    try:
+        info = await sub.consumer_info()
+    except Exception:
+        return False
+    return bool(info.config.opt_start_seq == 4)
