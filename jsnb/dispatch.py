@@ -11,9 +11,10 @@
 ``single`` runs one handler at a time in arrival order; ``parallel`` one task
 per delivery, bounded by the consumer's maxAckPending; ``bulk`` hands batches
 to the handler. All three turn a delivery into a :class:`~jsnb.messages.Message`,
-call the handler in :meth:`Dispatcher._invoke`, let the ack policy settle it
-and tell listeners in :meth:`Dispatcher._report`. Upstream's parallel mode
-acks before the handler runs (components-contrib #3656); ours never does.
+call the handler (:meth:`Dispatcher._deliver`, or ``_invoke_batch`` for a
+batch), let the ack policy settle it and tell listeners in
+:meth:`Dispatcher._report`. Upstream's parallel mode acks before the handler
+runs (components-contrib #3656); ours never does.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class Dispatcher:
     """Turns deliveries into handler calls and settlements; counts and reports them."""
 
     _overlaps = True  # attempts of one message may run at once (not in single mode)
+    _threads = False  # sync handlers run in worker threads (parallel mode)
 
     def __init__(
         self,
@@ -282,15 +284,10 @@ class Dispatcher:
         self.delivered += 1
         return message, expired
 
-    async def _invoke(
-        self, arg: Any, *, threaded: bool = False
-    ) -> tuple[Any, BaseException | None]:
-        """Call the handler: the one place that does. Returns (result, error)."""
+    async def _invoke_batch(self, batch: list[Message]) -> tuple[Any, BaseException | None]:
+        """Call the bulk handler: (what it returned, or the error it raised)."""
         try:
-            if self._is_async:
-                return await self._handler(arg), None
-            # Parallel mode runs sync handlers in threads so they overlap.
-            result = await asyncio.to_thread(self._handler, arg) if threaded else self._handler(arg)
+            result = self._handler(batch)
             if result is not None and inspect.isawaitable(result):
                 result = await result
             return result, None
@@ -301,29 +298,68 @@ class Dispatcher:
                 raise
             return None, exc  # the handler awaited something that was cancelled: a failure
 
-    async def _process(self, msg: Msg, *, threaded: bool = False) -> None:
+    async def _process(self, msg: Msg) -> None:
         prepared = self._prepare(msg)
-        if prepared is None:
-            return
-        message, expired = prepared
-        # Timing only what someone reads: listeners get the arrival time and the
-        # handler's run time; without them the three clock reads are skipped.
-        timed = bool(self._own_listeners or self._host_listeners)
+        if prepared is not None:
+            await self._deliver(msg, *prepared)
+
+    async def _deliver(self, msg: Msg, message: Message, expired: bool) -> None:
+        """One delivery, start to end, in one frame: this is the consume hot path.
+
+        It calls the handler (the one place that calls a per-message handler)
+        and settles a plain success inline; everything else (a failure, an
+        expired event, the keep-alive, a message the server gave up on) goes
+        through :meth:`_settle`. One frame, not three (call, settle, report):
+        the frames and their tuples cost 1.2 µs a message, as much again as raw
+        nats-py's whole callback (bench/README.md, issue 15).
+        tests/test_hot_path.py runs each case on both routes.
+        """
+        timed = self._timed or bool(self._own_listeners or self._host_listeners)
         received = time.time() if timed else 0.0
         if expired:
             await self._settle(msg, message, None, 0.0, received, expired=True)
             return
-        keep_alive = self.policy.keep_alive
-        if keep_alive is not None:
-            keep_alive.start(msg, message.delivery.num_delivered)
+        start = 0.0
         if timed:
+            keep_alive = self.policy.keep_alive
+            if keep_alive is not None:
+                keep_alive.start(msg, message.delivery.num_delivered)
             start = time.perf_counter()
-            _, error = await self._invoke(message, threaded=threaded)
-            duration = time.perf_counter() - start
-        else:
-            _, error = await self._invoke(message, threaded=threaded)
-            duration = 0.0
-        await self._settle(msg, message, error, duration, received)
+        error: BaseException | None = None
+        try:
+            if self._is_async:
+                await self._handler(message)
+            else:
+                # Parallel mode runs sync handlers in threads so they overlap.
+                if self._threads:
+                    result = await asyncio.to_thread(self._handler, message)
+                else:
+                    result = self._handler(message)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+        except Exception as exc:
+            error = exc
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
+            error = exc  # the handler awaited something that was cancelled: a failure
+        duration = time.perf_counter() - start if timed else 0.0
+        if error is not None or self._timed or self._gave_up or self._abandoned._items:
+            await self._settle(msg, message, error, duration, received)
+            return
+        # A plain success: what _settle does for it, no more (with nothing given up,
+        # whether a newer delivery came meanwhile does not matter to an ack).
+        self._finish(message)
+        try:
+            await self.policy.success(msg, message)
+        except nats.errors.Error as exc:
+            self._unsettled_by(msg, message, exc)
+            return
+        self.acked += 1
+        if self.unsettled:  # it was NAKed before: settled now
+            self.unsettled.discard(message.delivery.stream_seq)
+        if timed:
+            self._report(msg, message, _ACKED, duration, None, received)
 
     def _finish(self, message: Message) -> tuple[bool, bool]:
         """This attempt is over: (was a newer delivery seen meanwhile, had the server given up)."""
@@ -512,65 +548,16 @@ class SingleDispatcher(Dispatcher):
     _overlaps = False
 
     async def on_msg(self, msg: Msg) -> None:
-        """One delivery, start to end, in one frame: this is the consume hot path.
-
-        It is :meth:`Dispatcher._process` with the handler call (``_invoke``)
-        and the plain success (``_settle``) written inline: those three frames
-        and their tuples cost 1.2 µs a message, as much again as raw nats-py's
-        whole callback (bench/README.md, issue 15). Whatever is not a plain
-        success (a failure, an expired event, listeners, the keep-alive, a
-        message the server gave up on) still goes through ``_settle``; the
-        tests run every case with and without a listener, so both routes agree.
-        """
         if self.stopping:
             await self._while_stopping(msg)
             return
         prepared = self._prepare(msg)
         if prepared is None:
             return
-        message, expired = prepared
-        # _busy() inlined.
+        # _busy() inlined: this is the hot path.
         self._active += 1
         try:
-            timed = self._timed or bool(self._own_listeners or self._host_listeners)
-            received = time.time() if timed else 0.0
-            if expired:
-                await self._settle(msg, message, None, 0.0, received, expired=True)
-                return
-            start = 0.0
-            if timed:
-                keep_alive = self.policy.keep_alive
-                if keep_alive is not None:
-                    keep_alive.start(msg, message.delivery.num_delivered)
-                start = time.perf_counter()
-            error: BaseException | None = None
-            try:  # as _invoke does
-                if self._is_async:
-                    await self._handler(message)
-                else:
-                    result = self._handler(message)
-                    if result is not None and inspect.isawaitable(result):
-                        await result
-            except Exception as exc:
-                error = exc
-            except asyncio.CancelledError as exc:
-                if _being_cancelled():
-                    raise
-                error = exc
-            if timed or error is not None or self._gave_up or self._abandoned._items:
-                duration = time.perf_counter() - start if timed else 0.0
-                await self._settle(msg, message, error, duration, received)
-                return
-            # A plain success: what _settle does for it, no more.
-            self._current = None
-            try:
-                await self.policy.success(msg, message)
-            except nats.errors.Error as exc:
-                self._unsettled_by(msg, message, exc)
-                return
-            self.acked += 1
-            if self.unsettled:  # it was NAKed before: settled now
-                self.unsettled.discard(message.delivery.stream_seq)
+            await self._deliver(msg, *prepared)
         finally:
             self._active -= 1
             if not self._active and self._idle is not None:
@@ -585,6 +572,8 @@ class ParallelDispatcher(Dispatcher):
     of them overlap (docs/behaviour.md).
     """
 
+    _threads = True
+
     def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = asyncio.Semaphore(limit)
@@ -595,8 +584,12 @@ class ParallelDispatcher(Dispatcher):
             await self._while_stopping(msg)
             return
         await self._slots.acquire()
+        prepared = self._prepare(msg)
+        if prepared is None:
+            self._slots.release()
+            return
         self._busy(1)
-        task = asyncio.create_task(self._process(msg, threaded=True))
+        task = asyncio.create_task(self._deliver(msg, *prepared))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -701,7 +694,7 @@ class BulkDispatcher(Dispatcher):
             for msg, message in items:
                 keep_alive.start(msg, message.delivery.num_delivered)
         start = time.perf_counter()
-        statuses, error = await self._invoke([m for _, m in items])
+        statuses, error = await self._invoke_batch([m for _, m in items])
         duration = time.perf_counter() - start
         if error is None and statuses is not None and not isinstance(statuses, Mapping):
             error = TypeError(

@@ -79,9 +79,14 @@ class Delivery:
     consumer_seq: int
     num_delivered: int
     num_pending: int
-    timestamp: datetime
+    timestamp_ns: int  # when the stream stored it, ns since the epoch
     stream: str
     consumer: str
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the stream stored the message (a ``datetime`` costs as much as the rest)."""
+        return datetime.fromtimestamp(self.timestamp_ns / 1e9, UTC)
 
     @classmethod
     def from_reply(cls, reply: str) -> Delivery | None:
@@ -110,7 +115,7 @@ class Delivery:
                 int(consumer_seq),
                 int(delivered),
                 int(pending),
-                datetime.fromtimestamp(int(stamp) / 1e9, UTC),
+                int(stamp),
                 stream,
                 consumer,
             )

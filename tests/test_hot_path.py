@@ -1,9 +1,9 @@
 """What the consume hot path relies on (issue 15), each guarded here.
 
-- Single mode settles a plain success inline and everything else through the
-  general route (``_settle``); listeners switch a subscription to the general
-  route. Both routes must end every delivery alike: checked with and without a
-  listener, on the server's own counts, for each handler kind and ack policy.
+- A plain success is settled inline (``Dispatcher._deliver``), everything else
+  through the general route (``_settle``); a listener adds the report. Both
+  routes must end every delivery alike: checked with and without a listener,
+  on the server's own counts, for each handler kind, mode and ack policy.
 - ``Message`` parses its ack subject, metadata and CloudEvent ``data`` bytes
   on first access; what it returns must equal what eager parsing gave.
 - A recreated ephemeral consumer resumes just past the newest *first*
@@ -54,6 +54,7 @@ def _handler(kind: str, calls: list[tuple[int, int]], fail_seq: int | None) -> A
 
 @pytest.mark.parametrize("listened", [False, True], ids=["plain", "listened"])
 @pytest.mark.parametrize("kind", ["async", "sync", "returns-coroutine"])
+@pytest.mark.parametrize("mode", ["single", "parallel"])
 # (ackPolicy all redelivers what follows a NAK too: its failure case is the matrix's.)
 @pytest.mark.parametrize(
     ("ack_policy", "fail_seq"),
@@ -61,11 +62,17 @@ def _handler(kind: str, calls: list[tuple[int, int]], fail_seq: int | None) -> A
     ids=["explicit-ok", "explicit-fail-once", "all-ok"],
 )
 async def test_both_routes_settle_alike(
-    nats_server: NatsServer, listened: bool, kind: str, ack_policy: str, fail_seq: int | None
+    nats_server: NatsServer,
+    listened: bool,
+    kind: str,
+    mode: str,
+    ack_policy: str,
+    fail_seq: int | None,
 ) -> None:
     # No backOff: a NAK redelivers at once, and a held cumulative ack (ackPolicy all)
     # waits well inside ackWait, so nothing is redelivered but the planned failure.
     props = {"ackPolicy": ack_policy, "ackWait": "10s", "maxDeliver": 3, "durableName": "hot"}
+    props["concurrencyMode"] = mode
     async with await make(nats_server, **props) as ps:
         await jsnb.ensure_stream(ps, "HOT", ["hot"])
         events: list[DeliveryEvent] = []
