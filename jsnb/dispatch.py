@@ -122,6 +122,8 @@ class Dispatcher:
         self._arrived = policy.arrived if policy.watches_arrivals else None
         # Deliveries are timed and settled through _settle with the keep-alive on.
         self._timed = policy.keep_alive is not None
+        # Whether _prepare reads the whole ack subject at once (else on demand).
+        self._eager = self._overlaps or self._arrived is not None or self._timed
         self.consumer = ""
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
@@ -201,7 +203,9 @@ class Dispatcher:
             self._busy(-1)
 
     async def _handle_now(self, msg: Msg) -> None:
-        await self._process(msg)
+        prepared = self._prepare(msg)
+        if prepared is not None:
+            await self._deliver(msg, prepared)
 
     def _busy(self, delta: int) -> None:
         self._active += delta
@@ -257,7 +261,7 @@ class Dispatcher:
         else:
             data, cloud_event, expired = decode(msg.data)
             message = Message(self.topic, msg, data, cloud_event)
-        if self._overlaps or self._arrived is not None or self.policy.keep_alive is not None:
+        if self._eager:
             d = Delivery.from_reply(reply)
             if d is None:
                 log.warning("jsnb: %s: unreadable ack subject %r, left unacked", msg.subject, reply)
@@ -298,68 +302,87 @@ class Dispatcher:
                 raise
             return None, exc  # the handler awaited something that was cancelled: a failure
 
-    async def _process(self, msg: Msg) -> None:
-        prepared = self._prepare(msg)
-        if prepared is not None:
-            await self._deliver(msg, *prepared)
-
-    async def _deliver(self, msg: Msg, message: Message, expired: bool) -> None:
+    async def _deliver(self, msg: Msg, prepared: tuple[Message, bool] | None = None) -> None:
         """One delivery, start to end, in one frame: this is the consume hot path.
+
+        Single mode hands it to nats-py as the callback (*prepared* None: it
+        prepares *msg* and counts itself busy); parallel mode runs it as a task
+        with *prepared* from :meth:`ParallelDispatcher.on_msg`, which counts it.
 
         It calls the handler (the one place that calls a per-message handler)
         and settles a plain success inline; everything else (a failure, an
         expired event, the keep-alive, a message the server gave up on) goes
-        through :meth:`_settle`. One frame, not three (call, settle, report):
-        the frames and their tuples cost 1.2 µs a message, as much again as raw
-        nats-py's whole callback (bench/README.md, issue 15).
+        through :meth:`_settle`. One frame, not four (callback, call, settle,
+        report): the frames and their tuples cost 1.5 µs a message, as much
+        again as raw nats-py's whole callback (bench/README.md, issue 15).
         tests/test_hot_path.py runs each case on both routes.
         """
-        timed = self._timed or bool(self._own_listeners or self._host_listeners)
-        received = time.time() if timed else 0.0
-        if expired:
-            await self._settle(msg, message, None, 0.0, received, expired=True)
-            return
-        start = 0.0
-        if timed:
-            keep_alive = self.policy.keep_alive
-            if keep_alive is not None:
-                keep_alive.start(msg, message.delivery.num_delivered)
-            start = time.perf_counter()
-        error: BaseException | None = None
+        counted = prepared is None
+        if prepared is None:
+            if self.stopping:
+                await self._while_stopping(msg)
+                return
+            prepared = self._prepare(msg)
+            if prepared is None:
+                return
+            self._active += 1
+        message, expired = prepared
         try:
-            if self._is_async:
-                await self._handler(message)
-            else:
-                # Parallel mode runs sync handlers in threads so they overlap.
-                if self._threads:
-                    result = await asyncio.to_thread(self._handler, message)
+            timed = self._timed or bool(self._own_listeners or self._host_listeners)
+            received = time.time() if timed else 0.0
+            if expired:
+                await self._settle(msg, message, None, 0.0, received, expired=True)
+                return
+            start = 0.0
+            if timed:
+                keep_alive = self.policy.keep_alive
+                if keep_alive is not None:
+                    keep_alive.start(msg, message.delivery.num_delivered)
+                start = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                if self._is_async:
+                    await self._handler(message)
                 else:
-                    result = self._handler(message)
-                if result is not None and inspect.isawaitable(result):
-                    await result
-        except Exception as exc:
-            error = exc
-        except asyncio.CancelledError as exc:
-            if _being_cancelled():
-                raise
-            error = exc  # the handler awaited something that was cancelled: a failure
-        duration = time.perf_counter() - start if timed else 0.0
-        if error is not None or self._timed or self._gave_up or self._abandoned._items:
-            await self._settle(msg, message, error, duration, received)
-            return
-        # A plain success: what _settle does for it, no more (with nothing given up,
-        # whether a newer delivery came meanwhile does not matter to an ack).
-        self._finish(message)
-        try:
-            await self.policy.success(msg, message)
-        except nats.errors.Error as exc:
-            self._unsettled_by(msg, message, exc)
-            return
-        self.acked += 1
-        if self.unsettled:  # it was NAKed before: settled now
-            self.unsettled.discard(message.delivery.stream_seq)
-        if timed:
-            self._report(msg, message, _ACKED, duration, None, received)
+                    # Parallel mode runs sync handlers in threads so they overlap.
+                    if self._threads:
+                        result = await asyncio.to_thread(self._handler, message)
+                    else:
+                        result = self._handler(message)
+                    if result is not None and inspect.isawaitable(result):
+                        await result
+            except Exception as exc:
+                error = exc
+            except asyncio.CancelledError as exc:
+                if _being_cancelled():
+                    raise
+                error = exc  # the handler awaited something that was cancelled: a failure
+            duration = time.perf_counter() - start if timed else 0.0
+            if error is not None or self._timed or self._gave_up or self._abandoned._items:
+                await self._settle(msg, message, error, duration, received)
+                return
+            # A plain success: what _settle does for it, no more (with nothing given up,
+            # whether a newer delivery came meanwhile does not matter to an ack).
+            if self._overlaps:
+                self._finish(message)
+            else:
+                self._current = None  # _finish's single-mode part, without the call
+            try:
+                await self.policy.success(msg, message)
+            except nats.errors.Error as exc:
+                self._unsettled_by(msg, message, exc)
+                return
+            self.acked += 1
+            if self.unsettled:  # it was NAKed before: settled now
+                self.unsettled.discard(message.delivery.stream_seq)
+            if timed:
+                self._report(msg, message, _ACKED, duration, None, received)
+        finally:
+            if counted:  # _busy(-1) inlined
+                self._active -= 1
+                if not self._active and self._idle is not None:
+                    self._idle.set()
+                    self._idle = None
 
     def _finish(self, message: Message) -> tuple[bool, bool]:
         """This attempt is over: (was a newer delivery seen meanwhile, had the server given up)."""
@@ -547,22 +570,8 @@ class SingleDispatcher(Dispatcher):
 
     _overlaps = False
 
-    async def on_msg(self, msg: Msg) -> None:
-        if self.stopping:
-            await self._while_stopping(msg)
-            return
-        prepared = self._prepare(msg)
-        if prepared is None:
-            return
-        # _busy() inlined: this is the hot path.
-        self._active += 1
-        try:
-            await self._deliver(msg, *prepared)
-        finally:
-            self._active -= 1
-            if not self._active and self._idle is not None:
-                self._idle.set()
-                self._idle = None
+    # nats-py calls _deliver itself: no frame of ours around it (issue 15).
+    on_msg = Dispatcher._deliver
 
 
 class ParallelDispatcher(Dispatcher):
@@ -588,8 +597,8 @@ class ParallelDispatcher(Dispatcher):
         if prepared is None:
             self._slots.release()
             return
-        self._busy(1)
-        task = asyncio.create_task(self._deliver(msg, *prepared))
+        self._busy(1)  # _done counts it off, even if the task is cancelled before it starts
+        task = asyncio.create_task(self._deliver(msg, prepared))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
