@@ -1,0 +1,776 @@
+"""How jsnb's cost grows with the work: subscriptions, stream depth, live views, import.
+
+    python -m bench.scale                         # about 8 minutes on 2 cores
+    python -m bench.scale --quick                 # a smoke run, seconds
+    python -m bench.scale --only subs,stream      # some tables: subs, stream, views, import
+
+One embedded nats-server (file storage, a temporary store) serves the run.
+Each table answers one question a user sizing a notebook or a service asks:
+
+- ``subs``: 1, 10, 100 and 1,000 subscriptions on one component (single
+  mode, raw payload, each on its own subject of one stream): time to
+  subscribe and to close, memory per subscription, and the total consume
+  throughput of one prefilled batch spread evenly across them.
+- ``stream``: a 1,000,000-message stream: consume throughput and a
+  ``jsnb.browse_stream`` page (``bench.browse``'s cases) at its start and at
+  its end. The run fails if the far figure is worse than the near one by
+  more than ``bench.browse.FAR_FACTOR``.
+- ``views``: a MessageTable and an AdvisoryFeed through 1,000,000 events
+  each: memory every 100,000 events, and throughput with the view vs the
+  same work without it. The run fails if memory grows by more than
+  ``MEMORY_MARGIN`` after the ring filled, or if the view never redrew.
+- ``import``: ``import jsnb`` in a fresh process (``bench.run``'s measure).
+
+Results go to ``bench/results/`` as ``scale-<stamp>.json`` and ``.md``, and
+``scale-latest.*`` for a full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
+
+import jsnb
+from bench import browse
+from bench.common import Progress, json_payload
+from bench.run import RESULTS, _machine, _measure_import
+from jsnb.server import NatsServer
+from jsnb.widgets.advisory_feed import AdvisoryFeed
+from jsnb.widgets.message_table import MessageTable
+
+TABLES = ("subs", "stream", "views", "import")
+RAW = {"rawPayload": "true"}
+# A view's memory may grow by this much from the first sample after its ring filled
+# to the last (900,000 events later in a full run): 4 bytes an event would exceed it.
+MEMORY_MARGIN = 4 * 1024 * 1024
+# Per-subscription costs within this factor of one subscription's count as flat.
+FLAT = 1.5
+# Advisories are published in chunks, never more than this many ahead of the reader:
+# below the 10,000 that jsnb.Advisories buffers, so none is dropped.
+ADV_CHUNK, ADV_AHEAD = 2000, 6000
+ADV_SUBJECT = "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.BIG.bench"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    sub_counts: tuple[int, ...]
+    sub_messages: int  # one batch, spread evenly across the subscriptions
+    sub_runs: int
+    stream_messages: int
+    depth_messages: int  # read from the start and from the end of the stream
+    depth_runs: int
+    page_runs: int
+    view_events: int
+    view_sample: int  # memory is sampled every this many events
+    imports: int
+
+
+FULL = Sizes(
+    sub_counts=(1, 10, 100, 1000),
+    sub_messages=20_000,
+    sub_runs=3,
+    stream_messages=1_000_000,
+    depth_messages=20_000,
+    depth_runs=5,
+    page_runs=browse.RUNS,
+    view_events=1_000_000,
+    view_sample=100_000,
+    imports=5,
+)
+QUICK = Sizes(
+    sub_counts=(1, 10, 100),
+    sub_messages=2000,
+    sub_runs=1,
+    stream_messages=20_000,
+    depth_messages=2000,
+    depth_runs=1,
+    page_runs=2,
+    view_events=20_000,
+    view_sample=5000,
+    imports=2,
+)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": values,
+    }
+
+
+def _rss() -> int:
+    """This process's resident memory, bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _component(url: str, **props: str) -> jsnb.JetStreamPubSub:
+    return jsnb.JetStreamPubSub({"natsURL": url, **props})
+
+
+async def _publish(url: str, subjects: list[str], each: int, payload: bytes) -> None:
+    """*each* core publishes of *payload* to every subject (the stream stores them)."""
+    nc = await nats.connect(url)
+    try:
+        for i in range(each):
+            for subject in subjects:
+                await nc.publish(subject, payload)
+            if i % 100 == 0:
+                await nc.flush()
+        await nc.flush()
+    finally:
+        await nc.close()
+
+
+async def _stored(ps: jsnb.JetStreamPubSub, stream: str, count: int) -> None:
+    async def done() -> bool:
+        return (await ps.stream_info(stream)).state.messages >= count
+
+    await jsnb.until(done, timeout=120, interval=0.05, what=f"{count:,} messages in {stream}")
+
+
+# -- table 1: subscriptions on one component ----------------------------------------------
+
+
+async def _noop(msg: jsnb.Message) -> None:
+    pass
+
+
+async def _subscribe_idle(url: str, n: int) -> dict[str, float]:
+    """Subscribe *n* times to subjects with nothing stored, then close: times and RSS."""
+    ps = await _component(url).init()
+    gc.collect()
+    rss = _rss()
+    start = time.perf_counter()
+    for i in range(n):
+        await ps.subscribe(f"subs.idle.{n}.{i}", _noop, metadata=RAW)
+    took = time.perf_counter() - start
+    gc.collect()
+    rss = _rss() - rss
+    start = time.perf_counter()
+    await ps.close()
+    return {"subscribe_s": took, "close_s": time.perf_counter() - start, "rss": rss}
+
+
+async def _traced(url: str, n: int) -> float:
+    """Bytes of Python memory *n* idle subscriptions hold (tracemalloc), per subscription."""
+    ps = await _component(url).init()
+    try:
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            await ps.subscribe(f"subs.idle.{n}.{i}", _noop, metadata=RAW)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        await ps.close()
+    return held / n
+
+
+async def _consume_spread(url: str, n: int, total: int) -> tuple[float, float]:
+    """Msgs/s and client CPU µs/msg of *total* prefilled messages over *n* subscriptions.
+
+    Every handler waits at a gate until the last subscription exists, so the
+    time to subscribe is not counted as time to consume; the count runs from
+    the first delivery after the gate to the last.
+    """
+    gate = asyncio.Event()
+    progress = Progress(total)
+
+    async def handle(msg: jsnb.Message) -> None:
+        if not gate.is_set():
+            await gate.wait()
+        progress.hit()
+
+    async with _component(url) as ps:
+        for i in range(n):
+            await ps.subscribe(f"subs.{n}.{i}", handle, metadata=RAW)
+        cpu = time.process_time()
+        gate.set()
+        rate = await progress.wait(timeout=max(60.0, total / 1000))
+        cpu = time.process_time() - cpu
+    return rate, cpu / total * 1e6
+
+
+async def subs_table(url: str, sizes: Sizes, say: Callable[..., None]) -> dict[str, Any]:
+    counts = sizes.sub_counts
+    payload = orjson.dumps(json_payload(128))
+    async with _component(url) as admin:
+        await jsnb.ensure_stream(admin, "SUBS", ["subs.>"])
+        for n in counts:
+            await _publish(
+                url, [f"subs.{n}.{i}" for i in range(n)], sizes.sub_messages // n, payload
+            )
+        await _stored(admin, "SUBS", sizes.sub_messages * len(counts))
+    await _subscribe_idle(url, 1)  # warm-up: first-use imports and caches
+    traced = {}
+    for n in counts:
+        traced[n] = await _traced(url, n)
+        say(f"  subs {n}: {traced[n] / 1024:.1f} KiB traced per subscription")
+    runs: dict[int, dict[str, list[float]]] = {
+        n: {"subscribe_s": [], "close_s": [], "rss": [], "rate": [], "cpu_us": []} for n in counts
+    }
+    for run in range(sizes.sub_runs):
+        # Alternate the order, so drift over the run does not favour small or large counts.
+        for n in counts if run % 2 == 0 else counts[::-1]:
+            idle = await _subscribe_idle(url, n)
+            for key, value in idle.items():
+                runs[n][key].append(value)
+            rate, cpu_us = await _consume_spread(url, n, n * (sizes.sub_messages // n))
+            runs[n]["rate"].append(rate)
+            runs[n]["cpu_us"].append(cpu_us)
+            say(
+                f"  subs {n} run {run + 1}: subscribe {idle['subscribe_s']:.2f}s, "
+                f"close {idle['close_s']:.2f}s, {rate:,.0f} msgs/s"
+            )
+    return {
+        "messages": sizes.sub_messages,
+        "by_count": {
+            str(n): {
+                "traced_bytes_per_sub": traced[n],
+                **{key: _stats(values) for key, values in runs[n].items()},
+            }
+            for n in counts
+        },
+    }
+
+
+def _subs_flatness(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The largest count against one subscription: per-subscription costs and throughput."""
+    by = data["by_count"]
+    lo, hi = min(by, key=int), max(by, key=int)
+    a, b, n = by[lo], by[hi], int(hi) / int(lo)
+
+    def per_sub_time(row: dict[str, Any]) -> float:
+        return float(row["subscribe_s"]["median"])
+
+    return [
+        {
+            "what": "memory per subscription (traced)",
+            "ratio": b["traced_bytes_per_sub"] / a["traced_bytes_per_sub"],
+            "flat": b["traced_bytes_per_sub"] / a["traced_bytes_per_sub"] <= FLAT,
+        },
+        {
+            "what": "time to subscribe, per subscription",
+            "ratio": per_sub_time(b) / n / per_sub_time(a),
+            "flat": per_sub_time(b) / n / per_sub_time(a) <= FLAT,
+        },
+        {
+            "what": "total consume throughput",
+            "ratio": b["rate"]["median"] / a["rate"]["median"],
+            "flat": b["rate"]["median"] / a["rate"]["median"] >= 1 / FLAT,
+        },
+        {"what": "counts", "lo": int(lo), "hi": int(hi)},
+    ]
+
+
+# -- table 2: a big stream, near and far ------------------------------------------------
+
+
+async def _ensure_big(
+    url: str, sizes: Sizes, state: dict[str, Any], say: Callable[..., None]
+) -> None:
+    """Fill ``BIG`` once for the tables that read it."""
+    if state.get("filled"):
+        return
+    async with _component(url) as admin:
+        say(f"filling {sizes.stream_messages:,} messages ...")
+        state["fill_s"] = await browse.fill(admin, url, sizes.stream_messages)
+    state["filled"] = True
+    say(f"  filled in {state['fill_s']:.0f}s")
+
+
+async def _consume_from(url: str, n: int, start_seq: int) -> tuple[float, float]:
+    """Msgs/s over *n* messages of ``big.>`` from *start_seq*, and ms to the first delivery."""
+    props = {"deliverPolicy": "sequence", "startSequence": str(start_seq)}
+    progress = Progress(n)
+
+    async def handle(msg: jsnb.Message) -> None:
+        progress.hit()
+
+    async with _component(url, **props) as ps:
+        start = time.perf_counter()
+        sub = await ps.subscribe("big.>", handle, metadata=RAW)
+        rate = await progress.wait(timeout=max(60.0, n / 1000))
+        first_ms = (progress.first - start) * 1000
+        await sub.unsubscribe()
+    return rate, first_ms
+
+
+async def stream_table(
+    url: str, sizes: Sizes, state: dict[str, Any], say: Callable[..., None]
+) -> dict[str, Any]:
+    await _ensure_big(url, sizes, state, say)
+    last, n = sizes.stream_messages, sizes.depth_messages
+    starts = {"near": 1, "far": last - n + 1}
+    runs: dict[str, dict[str, list[float]]] = {k: {"rate": [], "first_ms": []} for k in starts}
+    for run in range(sizes.depth_runs):
+        for where in ("near", "far") if run % 2 == 0 else ("far", "near"):
+            rate, first_ms = await _consume_from(url, n, starts[where])
+            runs[where]["rate"].append(rate)
+            runs[where]["first_ms"].append(first_ms)
+            say(f"  {where} run {run + 1}: {rate:,.0f} msgs/s, first after {first_ms:.0f} ms")
+    pages = {}
+    async with _component(url) as ps:
+        for name, read in browse.cases(ps, last).items():
+            m = await browse.measure(read, sizes.page_runs)
+            pages[name] = {"ms": _stats(m["ms"]), "peak_kib": m["peak_kib"], "rows": m["rows"]}
+    near_rate = statistics.median(runs["near"]["rate"])
+    far_rate = statistics.median(runs["far"]["rate"])
+    near_page = pages[browse.NEAR]["ms"]["median"]
+    far_page = pages[browse.FAR]["ms"]["median"]
+    return {
+        "messages": last,
+        "read": n,
+        "fill_s": state["fill_s"],
+        "start_seq": starts,
+        "consume": {k: {key: _stats(v) for key, v in r.items()} for k, r in runs.items()},
+        "pages": pages,
+        "checks": [
+            {
+                "what": "consume at the end vs the start",
+                "ratio": near_rate / far_rate,
+                "met": far_rate * browse.FAR_FACTOR >= near_rate,
+            },
+            {
+                "what": "page at the end vs seq 1",
+                "ratio": far_page / near_page,
+                "met": far_page <= browse.FAR_FACTOR * near_page,
+            },
+        ],
+    }
+
+
+# -- table 3: live views ----------------------------------------------------------------
+
+
+def _sample(events: int) -> dict[str, float]:
+    return {
+        "events": events,
+        "t": time.perf_counter(),
+        "cpu": time.process_time(),
+        "rss": _rss(),
+        "blocks": sys.getallocatedblocks(),  # pymalloc blocks in use: Python-level growth
+    }
+
+
+def _summarise(samples: list[dict[str, float]], ring: int, renders: int | None) -> dict[str, Any]:
+    """Throughput per segment between samples, and memory from the ring filling to the end."""
+    first, last = samples[0], samples[-1]
+    rates = [
+        (b["events"] - a["events"]) / (b["t"] - a["t"])
+        for a, b in zip(samples, samples[1:], strict=False)
+    ]
+    ref = next(s for s in samples[1:] if s["events"] >= ring)  # the first sample, ring full
+    events = last["events"] - first["events"]
+    return {
+        "rate": events / (last["t"] - first["t"]),
+        "segment_rates": _stats(rates),
+        "cpu_us": (last["cpu"] - first["cpu"]) / events * 1e6,
+        "ring": ring,
+        "ref_events": ref["events"],
+        "rss_growth": last["rss"] - ref["rss"],
+        "blocks_growth": last["blocks"] - ref["blocks"],
+        "renders": renders,
+        "samples": samples,
+    }
+
+
+async def _table_run(url: str, sizes: Sizes, view: MessageTable | None) -> dict[str, Any]:
+    """Consume ``view_events`` of ``big.>`` from seq 1, with *view* attached or without."""
+    n, every = sizes.view_events, sizes.view_sample
+    progress = Progress(n)
+    samples: list[dict[str, float]] = []
+
+    async def handle(msg: jsnb.Message) -> None:
+        progress.hit()
+        if progress.count % every == 0 or progress.count == 1:
+            samples.append(_sample(progress.count))
+
+    async with _component(url) as ps:
+        gc.collect()
+        sub = await ps.subscribe("big.>", handle, metadata=RAW)
+        renders = 0
+        if view is not None:
+            view.attach(sub)
+            renders = view.renders
+        await progress.wait(timeout=max(120.0, n / 1000))
+        if view is not None:
+            renders = view.renders - renders
+            view.detach()
+            view.pause()  # cancels a pending redraw
+        await sub.unsubscribe()
+    ring = view.max_rows if view is not None else 0
+    return _summarise(samples, ring, renders if view is not None else None)
+
+
+def _advisory_body() -> bytes:
+    """A NAK advisory as nats-server 2.x sends it (io.nats.jetstream.advisory.v1.nak)."""
+    return orjson.dumps(
+        {
+            "type": "io.nats.jetstream.advisory.v1.nak",
+            "id": "4VZ4nVhaS6YvDgKzgOgIcq",
+            "timestamp": "2025-01-01T12:00:00.123456789Z",
+            "stream": "BIG",
+            "consumer": "bench",
+            "consumer_seq": 7,
+            "stream_seq": 7,
+            "deliveries": 1,
+            "domain": "",
+        }
+    )
+
+
+async def _advisory_run(url: str, sizes: Sizes, widget: bool) -> dict[str, Any]:
+    """``view_events`` advisories through an AdvisoryFeed, or a bare ``ps.advisories`` reader.
+
+    A raw nats-py client in this process publishes them on the subject
+    nats-server uses, a chunk at a time, never more than ``ADV_AHEAD`` ahead
+    of what was read. Both sides pay for the publishing alike.
+    """
+    n, every = sizes.view_events, sizes.view_sample
+    body = _advisory_body()
+    samples: list[dict[str, float]] = []
+    seen = 0
+
+    async with _component(url) as ps:
+        view = AdvisoryFeed(ps, "BIG", kinds=["nak"]) if widget else None
+        reader: asyncio.Task[None] | None = None
+        if view is not None:
+            await view.start()  # its own ps.advisories() feed and listener task
+            assert view._feed is not None
+            feed = view._feed
+
+            def received() -> int:
+                return view.counts[jsnb.AdvisoryKind.NAK]
+        else:
+            feed = await ps.advisories("BIG", kinds=["nak"]).start()
+
+            async def read() -> None:
+                nonlocal seen
+                async for _ in feed:
+                    seen += 1
+
+            reader = asyncio.create_task(read())
+
+            def received() -> int:
+                return seen
+
+        renders = view.renders if view is not None else 0
+        pub = await nats.connect(url)
+        try:
+            gc.collect()
+            deadline = time.monotonic() + max(120.0, n / 1000)
+            samples.append(_sample(0))
+            mark = every
+            sent = 0
+            while sent < n:
+                for _ in range(min(ADV_CHUNK, n - sent)):
+                    await pub.publish(ADV_SUBJECT, body)
+                sent += min(ADV_CHUNK, n - sent)
+                await pub.flush()
+                behind = 0 if sent == n else ADV_AHEAD
+                while received() < sent - behind:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"advisories: {received():,} of {n:,} read")
+                    await asyncio.sleep(0.001)
+                while received() >= mark:
+                    samples.append(_sample(mark))
+                    mark += every
+        finally:
+            await pub.close()
+            if view is not None:
+                renders = view.renders - renders
+                await view.stop()
+                view.pause()
+            else:
+                await feed.aclose()
+            if reader is not None:
+                reader.cancel()
+    out = _summarise(samples, view._rows.maxlen or 0 if view else 0, renders if view else None)
+    out["dropped"] = feed.dropped
+    return out
+
+
+async def views_table(
+    url: str, sizes: Sizes, state: dict[str, Any], say: Callable[..., None]
+) -> dict[str, Any]:
+    await _ensure_big(url, sizes, state, say)
+    out: dict[str, Any] = {"events": sizes.view_events, "sample_every": sizes.view_sample}
+    say("  MessageTable: without, then with ...")
+    out["MessageTable"] = {
+        "without": await _table_run(url, sizes, None),
+        "with": await _table_run(url, sizes, MessageTable()),
+    }
+    say("  AdvisoryFeed: without, then with ...")
+    out["AdvisoryFeed"] = {
+        "without": await _advisory_run(url, sizes, widget=False),
+        "with": await _advisory_run(url, sizes, widget=True),
+    }
+    checks = []
+    for name in ("MessageTable", "AdvisoryFeed"):
+        w, wo = out[name]["with"], out[name]["without"]
+        w["ratio"] = w["rate"] / wo["rate"]
+        w["cpu_ratio"] = w["cpu_us"] / wo["cpu_us"]
+        checks += [
+            {
+                "what": f"{name}: memory after the ring filled",
+                "value": w["rss_growth"],
+                "met": w["rss_growth"] <= MEMORY_MARGIN,
+            },
+            {
+                "what": f"{name}: redrawn during the run",
+                "value": w["renders"],
+                "met": w["renders"] > 1,
+            },
+        ]
+        say(f"  {name}: {w['ratio']:.2f}x throughput, RSS {w['rss_growth'] / 2**20:+.1f} MiB")
+    out["checks"] = checks
+    return out
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+async def suite(sizes: Sizes, only: set[str], say: Callable[..., None]) -> dict[str, Any]:
+    began = time.perf_counter()
+    load_start = round(os.getloadavg()[0], 2)
+    data: dict[str, Any] = {"sizes": asdict(sizes), "tables": {}}
+    tables = data["tables"]
+    state: dict[str, Any] = {}
+    if "import" in only:
+        times, heavy = _measure_import(sizes.imports)
+        tables["import"] = {"s": _stats(times), "heavy": heavy}
+    with tempfile.TemporaryDirectory(prefix="jsnb-scale-") as store:
+        async with NatsServer(store_dir=Path(store)) as server:
+            if "subs" in only:
+                say("subscriptions ...")
+                tables["subs"] = await subs_table(server.url, sizes, say)
+                tables["subs"]["flatness"] = _subs_flatness(tables["subs"])
+            if "stream" in only:
+                say("a big stream ...")
+                tables["stream"] = await stream_table(server.url, sizes, state, say)
+            if "views" in only:
+                say("live views ...")
+                tables["views"] = await views_table(server.url, sizes, state, say)
+    data["machine"] = {
+        **_machine(False),
+        "load_start": load_start,
+        "load_end": round(os.getloadavg()[0], 2),
+    }
+    data["elapsed_s"] = time.perf_counter() - began
+    return data
+
+
+def failures(data: dict[str, Any]) -> list[str]:
+    """What failed: a far figure, a growing view, a view that never drew, a heavy import."""
+    tables = data["tables"]
+    out = [
+        c["what"]
+        for key in ("stream", "views")
+        for c in tables.get(key, {}).get("checks", [])
+        if not c["met"]
+    ]
+    if tables.get("import", {}).get("heavy"):
+        out.append(f"import jsnb imported {', '.join(tables['import']['heavy'])}")
+    return out
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def _range(s: dict[str, Any], fmt: str = ",.0f", scale: float = 1.0) -> str:
+    f = lambda v: format(v * scale, fmt)  # noqa: E731
+    if len(s["runs"]) == 1:
+        return f(s["median"])
+    return f"{f(s['median'])} ({f(s['min'])}-{f(s['max'])})"
+
+
+def _mib(b: float) -> str:
+    return f"{b / 2**20:+.1f} MiB"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    m, t = data["machine"], data["tables"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}; Python {m['python']}; "
+        f"nats-py {m['nats-py']}, nats-server {m['nats-server']}; "
+        f"load average {m['load_start']} at start, {m['load_end']} at end.",
+        "",
+    ]
+    if "subs" in t:
+        lines += _subs_md(t["subs"])
+    if "stream" in t:
+        lines += _stream_md(t["stream"])
+    if "views" in t:
+        lines += _views_md(t["views"])
+    if "import" in t:
+        i = t["import"]
+        lines += [
+            f"`import jsnb` in a fresh process: {_range(i['s'], '.0f', 1000)} ms; "
+            f"pandas, ipywidgets, matplotlib imported: {', '.join(i['heavy']) or 'none'}.",
+            "",
+        ]
+    fails = failures(data)
+    lines.append(
+        f"Whole run: {data['elapsed_s']:.0f} s. "
+        + ("FAILED: " + "; ".join(fails) if fails else "All checks held.")
+    )
+    return "\n".join(lines)
+
+
+def _subs_md(s: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Subscriptions on one component (single mode, raw payload, one subject each; "
+        f"{s['messages']:,} messages spread evenly across them), median (min-max) of "
+        f"{len(next(iter(s['by_count'].values()))['rate']['runs'])} runs:",
+        "",
+        "| subscriptions | subscribe, total s | per subscription ms | close all s "
+        "| KiB per subscription (traced / RSS) | total msgs/s | client CPU µs/msg |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, row in s["by_count"].items():
+        k = int(n)
+        per = {**row["subscribe_s"], "runs": [v / k for v in row["subscribe_s"]["runs"]]}
+        per.update(median=row["subscribe_s"]["median"] / k, min=row["subscribe_s"]["min"] / k)
+        per["max"] = row["subscribe_s"]["max"] / k
+        rss = statistics.median(row["rss"]["runs"]) / k / 1024
+        lines.append(
+            f"| {k:,} | {_range(row['subscribe_s'], '.2f')} | {_range(per, '.2f', 1000)} "
+            f"| {_range(row['close_s'], '.2f')} "
+            f"| {row['traced_bytes_per_sub'] / 1024:.1f} / {rss if k >= 100 else '-':{'.1f' if k >= 100 else ''}} "
+            f"| {_range(row['rate'])} | {_range(row['cpu_us'], '.1f')} |"
+        )
+    f = s["flatness"]
+    lo, hi = f[-1]["lo"], f[-1]["hi"]
+    verdicts = [
+        f"{c['what']} {c['ratio']:.2f}x ({'flat' if c['flat'] else '**not flat**'})" for c in f[:-1]
+    ]
+    lines += [
+        "",
+        f"{hi:,} subscriptions against {lo}: " + "; ".join(verdicts) + f" (flat: within {FLAT}x). "
+        "RSS is too coarse below 100 subscriptions.",
+        "",
+    ]
+    return lines
+
+
+def _stream_md(s: dict[str, Any]) -> list[str]:
+    c = s["consume"]
+    lines = [
+        f"A stream of {s['messages']:,} messages (128 B, file storage; filled in {s['fill_s']:.0f} s "
+        f"by core publishes). Consume + ack of {s['read']:,} (raw payload), median (min-max) of "
+        f"{len(c['near']['rate']['runs'])} runs, and `jsnb.browse_stream` pages:",
+        "",
+        "| case | msgs/s or ms | first delivery ms |",
+        "| --- | --- | --- |",
+        f"| consume from seq 1 | {_range(c['near']['rate'])} msgs/s | {_range(c['near']['first_ms'])} |",
+        f"| consume from seq {s['start_seq']['far']:,} (`deliverPolicy: sequence`) "
+        f"| {_range(c['far']['rate'])} msgs/s | {_range(c['far']['first_ms'])} |",
+    ]
+    for name, p in s["pages"].items():
+        lines.append(
+            f"| {name} ({p['rows']} rows, peak {p['peak_kib']:.0f} KiB) | {_range(p['ms'], '.1f')} ms | - |"
+        )
+    lines += [
+        "",
+        "; ".join(
+            f"{c['what']}: {c['ratio']:.2f}x ({'ok' if c['met'] else '**FAIL**'}, at most {browse.FAR_FACTOR:g}x)"
+            for c in s["checks"]
+        )
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def _views_md(v: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Live views through {v['events']:,} events (memory sampled every {v['sample_every']:,}; "
+        "headless, no frontend, so a redraw builds its rows and sends to no one):",
+        "",
+        "| view | msgs/s without | with | ratio (target >= 0.9x) | CPU µs/event without / with "
+        "| redraws | RSS after the ring filled | pymalloc blocks after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("MessageTable", "AdvisoryFeed"):
+        wo, w = v[name]["without"], v[name]["with"]
+        lines.append(
+            f"| {name} (ring {w['ring']:,}) | {wo['rate']:,.0f} | {w['rate']:,.0f} | "
+            f"{w['ratio']:.2f}x{'' if w['ratio'] >= 0.9 else ' (**below**)'} | "
+            f"{wo['cpu_us']:.1f} / {w['cpu_us']:.1f} | {w['renders']} | "
+            f"{_mib(w['rss_growth'])} (without: {_mib(wo['rss_growth'])}) | "
+            f"{w['blocks_growth']:+,} |"
+        )
+    lines += ["", "RSS, MiB, at each sample (events):", ""]
+    first = v["MessageTable"]["with"]["samples"]
+    header = " | ".join(f"{s['events']:,}" for s in first[1:])
+    lines += [f"| run | {header} |", "| --- |" + " --- |" * (len(first) - 1)]
+    for name in ("MessageTable", "AdvisoryFeed"):
+        for side in ("without", "with"):
+            cells = " | ".join(f"{s['rss'] / 2**20:.1f}" for s in v[name][side]["samples"][1:])
+            lines.append(f"| {name} {side} | {cells} |")
+    lines += [
+        "",
+        f"Memory fails the run if it grows more than {MEMORY_MARGIN / 2**20:.0f} MiB from the first "
+        "sample after the ring filled to the last; the throughput ratio is reported, not enforced. "
+        "Advisories dropped: "
+        + ", ".join(
+            f"{n} {v[n]['with']['dropped']} / {v[n]['without']['dropped']}"
+            for n in ("AdvisoryFeed",)
+        )
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scale", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke test")
+    parser.add_argument("--only", default="", help=f"comma-separated tables: {','.join(TABLES)}")
+    parser.add_argument("-q", "--quiet", dest="verbose", action="store_false")
+    args = parser.parse_args(argv)
+    only = set(filter(None, args.only.split(","))) or set(TABLES)
+    if only - set(TABLES):
+        parser.error(
+            f"unknown table {', '.join(sorted(only - set(TABLES)))}; pick from {', '.join(TABLES)}"
+        )
+    say = print if args.verbose else (lambda *a, **k: None)
+    data = asyncio.run(suite(QUICK if args.quick else FULL, only, say))
+    table = markdown(data)
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    names = ["scale-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")]
+    if not (args.quick or args.only):  # only a full run becomes "latest"
+        names.append("scale-latest")
+    for name in names:
+        (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+        (RESULTS / f"{name}.md").write_text(table + "\n")
+    return 1 if failures(data) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
