@@ -133,20 +133,6 @@ def _component(url: str, **props: str) -> jsnb.JetStreamPubSub:
     return jsnb.JetStreamPubSub({"natsURL": url, **props})
 
 
-async def _publish(url: str, subjects: list[str], each: int, payload: bytes) -> None:
-    """*each* core publishes of *payload* to every subject (the stream stores them)."""
-    nc = await nats.connect(url)
-    try:
-        for i in range(each):
-            for subject in subjects:
-                await nc.publish(subject, payload)
-            if i % 100 == 0:
-                await nc.flush()
-        await nc.flush()
-    finally:
-        await nc.close()
-
-
 # -- table 1: subscriptions on one component ----------------------------------------------
 
 
@@ -155,15 +141,29 @@ async def _noop(msg: jsnb.Message) -> None:
 
 
 async def _subscribe_idle(url: str, n: int) -> dict[str, float]:
-    """Seconds to subscribe *n* times to subjects with nothing stored, and to close them all."""
+    """Subscribe *n* times to subjects with nothing stored, then close them all.
+
+    Seconds for each, client CPU seconds of the subscribing and, from 100 on,
+    how the last tenth of the subscribe calls compares with the first tenth
+    (medians): within one run, so load on the machine hits both alike.
+    """
     ps = await _component(url).init()
+    calls = []
+    cpu = time.process_time()
     start = time.perf_counter()
     for i in range(n):
+        t = time.perf_counter()
         await ps.subscribe(f"subs.idle.{n}.{i}", _noop, metadata=RAW)
+        calls.append(time.perf_counter() - t)
     took = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     start = time.perf_counter()
     await ps.close()
-    return {"subscribe_s": took, "close_s": time.perf_counter() - start}
+    out = {"subscribe_s": took, "subscribe_cpu_s": cpu, "close_s": time.perf_counter() - start}
+    if n >= 100:
+        tenth = n // 10
+        out["last_vs_first"] = statistics.median(calls[-tenth:]) / statistics.median(calls[:tenth])
+    return out
 
 
 async def _traced(url: str, n: int) -> float:
@@ -214,24 +214,23 @@ async def subs_table(url: str, sizes: Sizes, say: Callable[..., None]) -> dict[s
     async with _component(url) as admin:
         await jsnb.ensure_stream(admin, "SUBS", ["subs.>"])
         for n in counts:
-            await _publish(
-                url, [f"subs.{n}.{i}" for i in range(n)], sizes.sub_messages // n, payload
-            )
-        await browse.stored(admin, "SUBS", sizes.sub_messages * len(counts), timeout=120)
+            subjects = [f"subs.{n}.{i}" for i in range(n)]
+            await browse.publish(admin, url, "SUBS", subjects, sizes.sub_messages, payload)
     await _subscribe_idle(url, 1)  # warm-up: first-use imports and caches
     traced = {}
     for n in counts:
         traced[n] = await _traced(url, n)
         say(f"  subs {n}: {traced[n] / 1024:.1f} KiB traced per subscription")
     runs: dict[int, dict[str, list[float]]] = {
-        n: {"subscribe_s": [], "close_s": [], "rate": [], "cpu_us": []} for n in counts
+        n: {"subscribe_s": [], "subscribe_cpu_s": [], "close_s": [], "rate": [], "cpu_us": []}
+        for n in counts
     }
     for run in range(sizes.sub_runs):
         # Alternate the order, so drift over the run does not favour small or large counts.
         for n in counts if run % 2 == 0 else counts[::-1]:
             idle = await _subscribe_idle(url, n)
             for key, value in idle.items():
-                runs[n][key].append(value)
+                runs[n].setdefault(key, []).append(value)
             rate, cpu_us = await _consume_spread(url, n, n * (sizes.sub_messages // n))
             runs[n]["rate"].append(rate)
             runs[n]["cpu_us"].append(cpu_us)
@@ -258,6 +257,8 @@ def _subs_flatness(data: dict[str, Any]) -> dict[str, Any]:
     a, b, n = by[lo], by[hi], int(hi) / int(lo)
     memory = b["traced_bytes_per_sub"] / a["traced_bytes_per_sub"]
     subscribe = b["subscribe_s"]["median"] / n / a["subscribe_s"]["median"]
+    cpu = b["subscribe_cpu_s"]["median"] / n / a["subscribe_cpu_s"]["median"]
+    drift = b["last_vs_first"]["median"]
     close = b["close_s"]["median"] / n / a["close_s"]["median"]
     rate = b["rate"]["median"] / a["rate"]["median"]
     return {
@@ -267,6 +268,8 @@ def _subs_flatness(data: dict[str, Any]) -> dict[str, Any]:
             # (what, ratio, flat): per-subscription costs must not grow, throughput not fall.
             ("memory per subscription", memory, memory <= FLAT),
             ("time to subscribe, per subscription", subscribe, subscribe <= FLAT),
+            ("client CPU to subscribe, per subscription", cpu, cpu <= FLAT),
+            (f"the last tenth of the {hi} subscribe calls against the first", drift, drift <= FLAT),
             ("time to close, per subscription", close, close <= FLAT),
             ("total consume throughput", rate, rate >= 1 / FLAT),
         ],
@@ -653,15 +656,17 @@ def _subs_md(s: dict[str, Any]) -> list[str]:
         f"of one stream; {s['messages']:,} prefilled messages spread evenly across them, "
         f"held at a gate until the last subscription exists. Median (min-max) of {runs} runs:",
         "",
-        "| subscriptions | subscribe all, ms | per subscription, ms | close all, ms "
-        "| per subscription, ms | KiB per subscription | total msgs/s | client CPU µs/msg |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| subscriptions | subscribe all, ms | per subscription, ms | client CPU per "
+        "subscription, ms | close all, ms | per subscription, ms | KiB per subscription "
+        "| total msgs/s | client CPU µs/msg |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n, row in by.items():
         k = int(n)
         sub, close = row["subscribe_s"], row["close_s"]
         lines.append(
             f"| {k:,} | {_range(sub, ',.1f', 1000)} | {_range(sub, '.2f', 1000 / k)} "
+            f"| {_range(row['subscribe_cpu_s'], '.2f', 1000 / k)} "
             f"| {_range(close, ',.1f', 1000)} | {_range(close, '.2f', 1000 / k)} "
             f"| {row['traced_bytes_per_sub'] / 1024:.1f} "
             f"| {_range(row['rate'])} | {_range(row['cpu_us'], '.1f')} |"
