@@ -99,13 +99,14 @@ async def stored(ps: jsnb.JetStreamPubSub, stream: str, count: int, timeout: flo
 def cases(ps: jsnb.JetStreamPubSub, last: int) -> dict[str, Callable[[], Awaitable[Any]]]:
     """The pages read, by name, in a stream whose last sequence is *last*."""
     return {
+        # First: only right after the fill are the messages of the last second the newest.
+        "since 1s ago (the newest)": lambda: jsnb.browse_stream(ps, STREAM, since="1s"),
         NEAR: lambda: jsnb.browse_stream(ps, STREAM, start_seq=1),
         f"page at seq {last // 2:,}": lambda: jsnb.browse_stream(ps, STREAM, start_seq=last // 2),
         FAR: lambda: jsnb.browse_stream(ps, STREAM, start_seq=last - 49),
         "subject big.odd near the end": lambda: jsnb.browse_stream(
             ps, STREAM, start_seq=last - 100, subject="big.odd"
         ),
-        "since 1s ago (the newest)": lambda: jsnb.browse_stream(ps, STREAM, since="1s"),
         "page of 1000 at the end": lambda: jsnb.browse_stream(
             ps, STREAM, start_seq=last - 999, limit=1000
         ),
