@@ -1,6 +1,6 @@
 """How jsnb's cost grows with the work: subscriptions, stream depth, live views, import.
 
-    python -m bench.scale                         # about 8 minutes on 2 cores
+    python -m bench.scale                         # about 5 minutes on 2 cores
     python -m bench.scale --quick                 # a smoke run, seconds
     python -m bench.scale --only subs,stream      # some tables: subs, stream, views, import
 
@@ -49,7 +49,7 @@ import orjson
 
 import jsnb
 from bench import browse
-from bench.common import Progress, json_payload
+from bench.common import Progress, Stats, json_payload
 from bench.run import RESULTS, _machine, _measure_import
 from jsnb.server import NatsServer
 from jsnb.widgets.advisory_feed import AdvisoryFeed
@@ -115,12 +115,7 @@ QUICK = Sizes(
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "runs": values,
-    }
+    return Stats(values).as_dict()
 
 
 def _rss() -> int:
