@@ -588,17 +588,26 @@ class ParallelDispatcher(Dispatcher):
 
     def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._slots = asyncio.Semaphore(limit)
+        self._limit = limit
         self._tasks: set[asyncio.Task[None]] = set()
+        self._room: asyncio.Future[None] | None = None  # on_msg waits here when full
 
     async def on_msg(self, msg: Msg) -> None:
         if self.stopping:
             await self._while_stopping(msg)
             return
-        await self._slots.acquire()
+        # The server sends at most maxAckPending unacknowledged messages, so this
+        # waits only for redeliveries of attempts still running: a length check, not
+        # a semaphore (acquire and release cost 0.6 µs a message, issue 15).
+        if len(self._tasks) >= self._limit:
+            while len(self._tasks) >= self._limit:
+                self._room = asyncio.get_running_loop().create_future()
+                await self._room
+            if self.stopping:
+                await self._while_stopping(msg)
+                return
         prepared = self._prepare(msg)
         if prepared is None:
-            self._slots.release()
             return
         self._busy(1)  # _done counts it off, even if the task is cancelled before it starts
         task = asyncio.create_task(self._deliver(msg, prepared))
@@ -607,8 +616,12 @@ class ParallelDispatcher(Dispatcher):
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._slots.release()
         self._busy(-1)
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
 
     def cancel(self) -> None:
         for task in list(self._tasks):

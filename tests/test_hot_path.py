@@ -245,3 +245,41 @@ async def _recreated(ps: Any, sub: Any) -> bool:
     except Exception:
         return False
     return bool(info.config.opt_start_seq == 4)
+
+
+async def test_parallel_never_runs_more_than_max_ack_pending_at_once(
+    nats_server: NatsServer,
+) -> None:
+    """Redeliveries of attempts still running wait for room; they are not run beside them."""
+    props = {"concurrencyMode": "parallel", "maxAckPending": 2, "ackWait": "300ms"}
+    async with await make(nats_server, **props) as ps:
+        await jsnb.ensure_stream(ps, "PAR", ["par"])
+        release = asyncio.Event()
+        running, most, calls = 0, 0, 0
+
+        async def handle(msg: Message) -> None:
+            nonlocal running, most, calls
+            running += 1
+            calls += 1
+            most = max(most, running)
+            try:
+                await release.wait()
+            finally:
+                running -= 1
+
+        sub = await ps.subscribe("par", handle)
+        for i in range(4):
+            await ps.publish("par", i)
+        await eventually(lambda: calls == 2)
+        # Both ack deadlines pass: the server redelivers 1 and 2 while they still run.
+        await eventually(lambda: _redelivered(sub), timeout=10)
+        await eventually(lambda: sub._dispatcher._room is not None)  # a redelivery waits
+        assert (calls, most) == (2, 2)
+        release.set()
+        await eventually(lambda: all_acked(sub, 4))
+        assert most == 2
+
+
+async def _redelivered(sub: Any) -> bool:
+    info = await sub.consumer_info()
+    return bool(info.num_redelivered >= 2)
