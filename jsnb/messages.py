@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from nats.aio.msg import Msg
+
+from jsnb.cloudevents import event_data_text
 
 __all__ = [
     "FINAL_OUTCOMES",
@@ -172,8 +175,6 @@ class Message:
     def data(self) -> bytes:
         data = self._data
         if data is None:
-            from jsnb.cloudevents import event_data_text
-
             assert self.cloud_event is not None
             data = self._data = event_data_text(self.cloud_event, self._msg.data)
         return data
@@ -227,8 +228,6 @@ class Message:
         """
         if self._data is None and self.cloud_event is not None:
             return self.cloud_event["data"]
-        import orjson
-
         return orjson.loads(self.data)
 
     def __repr__(self) -> str:
