@@ -6,6 +6,7 @@ JsnbError
  +-- InvalidArgumentError (also ValueError)      a call's argument is out of range or malformed
  +-- ArgumentTypeError (also TypeError)          a call's argument is of the wrong kind
  +-- ConsumerConflictError (also ValueError)     a durable's settings cannot change in place
+ +-- ConsumerLimitError (also RuntimeError)      the stream holds as many consumers as allowed
  +-- ComponentClosedError                        the component was used after close()
  +-- LoopNotRunningError (also RuntimeError)     no event loop to run on (sync facade, polls)
  +-- WaitTimeoutError (also TimeoutError)        jsnb.until's condition was not met in time
@@ -32,12 +33,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "MAXIMUM_CONSUMERS",
     "NO_MESSAGE_FOUND",
     "STREAM_NAME_IN_USE",
     "ArgumentTypeError",
     "ComponentClosedError",
     "ConnectError",
     "ConsumerConflictError",
+    "ConsumerLimitError",
     "ConsumerNotFoundError",
     "InvalidArgumentError",
     "JsnbError",
@@ -103,6 +106,10 @@ class ConsumerConflictError(JsnbError, ValueError):
     """A durable consumer exists with settings that cannot be changed in place."""
 
 
+class ConsumerLimitError(JsnbError, RuntimeError):
+    """The stream (or account) holds as many consumers as the server allows."""
+
+
 class ComponentClosedError(JsnbError):
     """The component was used after ``close()``."""
 
@@ -161,4 +168,5 @@ class PayloadTooLargeError(JsnbError, ValueError):
 
 # JetStream API error codes (``err_code``) jsnb acts on.
 STREAM_NAME_IN_USE = 10058  # "stream name already in use with a different configuration"
+MAXIMUM_CONSUMERS = 10026  # "maximum consumers limit reached" (stream or account)
 NO_MESSAGE_FOUND = 10037  # a message get found nothing at or after the sequence

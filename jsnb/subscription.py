@@ -38,7 +38,7 @@ from jsnb.dispatch import (
     ParallelDispatcher,
     SingleDispatcher,
 )
-from jsnb.errors import MetadataError, StreamNotFoundError
+from jsnb.errors import MAXIMUM_CONSUMERS, ConsumerLimitError, MetadataError, StreamNotFoundError
 from jsnb.keepalive import KeepAlive
 from jsnb.metadata import AckPolicy, ConcurrencyMode, ConsumerMode, Metadata, _warn
 from jsnb.pull import PULL_BATCH, PULL_EXPIRES, PullFeed
@@ -143,7 +143,7 @@ class Subscription:
         if info is not None:
             info = await self._reuse(info)
         else:
-            info = await self._js.add_consumer(self.stream, want)
+            info = await self._add_consumer(want)
         self._config = info.config
         self.consumer = info.name
         self.rule = RetryRule.from_config(info.config)
@@ -202,6 +202,20 @@ class Subscription:
         )
         await self._feed.start()
         self._psub = self._feed.subscription
+
+    async def _add_consumer(self, cfg: api.ConsumerConfig) -> api.ConsumerInfo:
+        try:
+            return await self._js.add_consumer(self.stream, cfg)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != MAXIMUM_CONSUMERS:
+                raise
+            raise ConsumerLimitError(
+                f"jsnb: stream {self.stream} refused a consumer for topic {self.topic!r}: it "
+                f"holds as many as the server allows ({exc.description}; nats-server's default "
+                "is 1,000 per stream). Unsubscribe others, share a durableName between "
+                "subscribers (queueGroupName), spread the topics over more streams, or raise "
+                "max_consumers on the stream"
+            ) from exc
 
     def _lost(self) -> None:
         """The server says the pull consumer is gone: recreate it, as after an outage."""
@@ -457,7 +471,7 @@ class Subscription:
             cfg.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
             cfg.opt_start_seq = start
             cfg.opt_start_time = None
-        info = await self._js.add_consumer(self.stream, cfg)
+        info = await self._add_consumer(cfg)
         self.consumer = d.consumer = info.name
         d.reset()  # a new consumer counts deliveries from 1 again
         if self._feed is not None:

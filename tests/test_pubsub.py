@@ -225,6 +225,17 @@ async def test_durable_survives_close_and_resumes(nats_server: Any) -> None:
         await b.close()
 
 
+async def test_a_stream_full_of_consumers_says_so(nats_server: Any) -> None:
+    """nats-server's limit (1,000 per stream by default) comes back as a clear error."""
+    async with await make(nats_server) as ps:
+        await ps.jetstream.add_stream(name="FEW", subjects=["few.>"], max_consumers=2)
+        await ps.subscribe("few.a", print)
+        await ps.subscribe("few.b", print)
+        with pytest.raises(jsnb.ConsumerLimitError, match=r"stream FEW refused .*'few\.c'"):
+            await ps.subscribe("few.c", print)
+        assert len(ps.subscriptions) == 2
+
+
 async def test_ephemeral_consumer_removed_on_close(nats_server: Any) -> None:
     a = await make(nats_server)
     await ensure_stream(a, "ORDERS", ["orders"])
