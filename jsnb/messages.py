@@ -74,7 +74,7 @@ FINAL_OUTCOMES = frozenset(
 
 # Not frozen: a frozen dataclass costs several times more to build. Built only
 # when something asks for it (Message.delivery): most handlers never do.
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Delivery:
     """Where a message sits in the stream and how often it was delivered."""
 
@@ -90,6 +90,14 @@ class Delivery:
     def timestamp(self) -> datetime:
         """When the stream stored the message (a ``datetime`` costs as much as the rest)."""
         return datetime.fromtimestamp(self.timestamp_ns / 1e9, UTC)
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(stream_seq={self.stream_seq}, consumer_seq={self.consumer_seq}, "
+            f"num_delivered={self.num_delivered}, num_pending={self.num_pending}, "
+            f"timestamp={self.timestamp.isoformat()}, stream={self.stream!r}, "
+            f"consumer={self.consumer!r})"
+        )
 
     @classmethod
     def from_reply(cls, reply: str) -> Delivery | None:

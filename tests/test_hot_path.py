@@ -143,6 +143,7 @@ def test_delivery_is_read_from_every_form_of_ack_subject(reply: str) -> None:
     assert (d.stream_seq, d.consumer_seq, d.num_delivered, d.num_pending) == (41, 57, 2, 9)
     assert (d.stream, d.consumer) == ("ORDERS", "worker")
     assert d.timestamp.timestamp() == pytest.approx(1700000000.123456789)
+    assert "timestamp=2023-11-14T22:13:20.123457+00:00" in repr(d)
     # A first delivery of the same consumer starts with the prefix; this one (2) does not.
     prefix = first_delivery_prefix(reply)
     assert prefix is not None and not reply.startswith(prefix)
