@@ -262,14 +262,17 @@ class Advisories:
         return self
 
     async def __anext__(self) -> Advisory:
-        await self.start()
+        if not self._started:
+            await self.start()
         while not self._buffer:
             if self._closed or self._nc.is_closed:
                 raise StopAsyncIteration
             self._ready.clear()
             # Nothing tells a subscription that its connection closed: look now and then.
+            # (asyncio.timeout, not wait_for: no task made per wait.)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), _CLOSED_CHECK)
+                async with asyncio.timeout(_CLOSED_CHECK):
+                    await self._ready.wait()
         return self._buffer.popleft()
 
     def drain(self) -> list[Advisory]:
