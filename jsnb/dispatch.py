@@ -50,8 +50,6 @@ BulkHandler = Callable[[list[Message]], Any]
 Listener = Callable[[DeliveryEvent], None]
 
 PREVIEW_BYTES = 64
-# Outcomes after which the server will not deliver the message to us again.
-_UNSETTLED = frozenset({Outcome.NAK, Outcome.SUPERSEDED})
 # Dapr's app response statuses for bulk entries (case-insensitive, as the runtime reads them).
 _SUCCESS, _RETRY, _DROP = "SUCCESS", "RETRY", "DROP"
 _ACKED, _EXPIRED = Settled(Outcome.ACK), Settled(Outcome.EXPIRED)
@@ -452,18 +450,23 @@ class Dispatcher:
             return
         outcome = settled.outcome
         if self._tracks:
-            if outcome in _UNSETTLED:
+            if outcome is Outcome.NAK:  # due back
                 self.unsettled.add(message.delivery.stream_seq)
-            elif self.unsettled:
+            elif outcome is not Outcome.SUPERSEDED and self.unsettled:  # settled for good
                 self.unsettled.discard(message.delivery.stream_seq)
+            # SUPERSEDED: the newer delivery, running or settled, answers for it.
         if outcome is Outcome.EXHAUSTED and self.watching_advisories and not gave_up:
             self._reported.add(message.delivery.stream_seq)  # the server's advisory will follow
         if self._own_listeners or self._host_listeners:
             self._report(msg, message, settled, duration, error, received)
 
     def _unsettled_by(self, msg: Msg, message: Message, exc: nats.errors.Error) -> None:
-        # The connection went away: the server redelivers after the ack deadline.
+        """The answer for *message* did not go out (the connection went away)."""
+        # The server redelivers it after the ack deadline; if the consumer is lost
+        # meanwhile, the recreated one must start at or below it (resume_seq).
         seq = message.delivery.stream_seq
+        if self._tracks:
+            self.unsettled.add(seq)
         log.warning("jsnb: could not settle %s seq %d: %s", msg.subject, seq, exc)
 
     async def server_gave_up(self, seq: int, deliveries: int) -> None:

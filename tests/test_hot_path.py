@@ -284,3 +284,51 @@ async def test_parallel_never_runs_more_than_max_ack_pending_at_once(
 async def _redelivered(sub: Any) -> bool:
     info = await sub.consumer_info()
     return bool(info.num_redelivered >= 2)
+
+
+async def test_an_answer_that_cannot_be_sent_keeps_the_message_in_the_resume_point(
+    nats_server: NatsServer,
+) -> None:
+    """A NAK or ack that fails (connection gone) leaves the message unsettled for resume_seq."""
+    import nats
+
+    async with await make(nats_server) as ps:
+        await jsnb.ensure_stream(ps, "GONE", ["gone"])
+
+        async def handle(msg: Message) -> None:
+            if msg.data == b"fail":
+                raise RuntimeError("fails")
+
+        sub = await ps.subscribe("gone", handle, metadata={"rawPayload": "true"})
+        dead = await nats.connect(nats_server.url)
+        await dead.close()  # publishing through it raises ConnectionClosedError
+        d = sub._dispatcher
+        prefix = f"$JS.ACK.GONE.{sub.consumer}"
+        for seq, data in ((7, b"ok"), (5, b"fail")):
+            reply = f"{prefix}.1.{seq}.{seq}.1700000000000000000.0"
+            await d.on_msg(Msg(dead, "gone", reply, data, None))
+        assert d.unsettled == {5, 7} and d.resume_seq() == 5
+
+
+async def test_a_superseded_attempt_does_not_hold_back_the_resume_point(
+    nats_server: NatsServer,
+) -> None:
+    """Parallel: attempt 1 fails after its redelivery (attempt 2) succeeded."""
+    props = {"concurrencyMode": "parallel", "ackWait": "300ms", "maxDeliver": 5}
+    async with await make(nats_server, **props) as ps:
+        await jsnb.ensure_stream(ps, "SUP", ["sup"])
+        second_done = asyncio.Event()
+        outcomes: list[tuple[int, str]] = []
+
+        async def handle(msg: Message) -> None:
+            if msg.delivery.num_delivered == 1:
+                await second_done.wait()
+                raise RuntimeError("too late")
+            second_done.set()
+
+        sub = await ps.subscribe("sup", handle)
+        sub.add_listener(lambda e: outcomes.append((e.num_delivered, e.outcome.value)))
+        await ps.publish("sup", "x")
+        await eventually(lambda: len(outcomes) == 2)
+        assert sorted(outcomes) == [(1, "superseded"), (2, "ack")]
+        assert not sub._dispatcher.unsettled and sub._dispatcher.resume_seq() == 2
