@@ -150,6 +150,13 @@ def first_delivery_prefix(reply: str) -> str | None:
     return ".".join((*head, "1", ""))
 
 
+class _Handed:
+    """Marks a CloudEvent whose parsed ``data`` was handed out (it may be changed since)."""
+
+
+_HANDED = _Handed()
+
+
 class Message:
     """One delivered message, as a handler sees it.
 
@@ -157,35 +164,48 @@ class Message:
     ``cloud_event`` is the envelope, or ``None`` for raw payloads;
     ``metadata`` holds the message's headers (but ``Nats-*``) and ``Topic``.
 
-    Everything but ``topic`` and ``cloud_event`` is read from the delivery
-    on first access and kept: building ``delivery`` (its ack subject parsed,
-    a ``datetime``), ``metadata`` and a CloudEvent's ``data`` bytes for every
-    message cost half of jsnb's consume path (issue 15), and most handlers
-    read one or two of them.
+    Everything but ``topic`` is read from the delivery on first access and
+    kept: building ``delivery`` (its ack subject parsed, a ``datetime``),
+    ``metadata`` and a CloudEvent's ``data`` bytes for every message cost half
+    of jsnb's consume path (issue 15), and most handlers read one or two.
     """
 
-    __slots__ = ("_data", "_delivery", "_metadata", "_msg", "cloud_event", "topic")
+    __slots__ = ("_data", "_delivery", "_event", "_metadata", "_msg", "_text", "topic")
     _delivery: Delivery
     _metadata: dict[str, str]
+    _text: bytes
 
     def __init__(
         self, topic: str, msg: Msg, data: bytes | None, cloud_event: dict[str, Any] | None = None
     ) -> None:
-        # data None: the JSON text of cloud_event["data"], made on first access.
-        # _delivery and _metadata are left unset until then (a slot read raises
-        # AttributeError): two assignments fewer per message.
+        # data None: the JSON text of cloud_event["data"], made on first access
+        # (kept in _text). _delivery, _metadata and _text are left unset until then
+        # (a slot read raises AttributeError): assignments saved per message.
         self.topic = topic
         self._msg = msg
-        self._data = data
-        self.cloud_event = cloud_event
+        self._data: bytes | _Handed | None = data
+        self._event = cloud_event
+
+    @property
+    def cloud_event(self) -> dict[str, Any] | None:
+        if self._data is None:
+            self._data = _HANDED  # the handler may change it: data is read from the wire
+        return self._event
 
     @property
     def data(self) -> bytes:
         data = self._data
-        if data is None:
-            assert self.cloud_event is not None
-            data = self._data = event_data_text(self.cloud_event, self._msg.data)
-        return data
+        if type(data) is bytes:
+            return data
+        try:
+            return self._text
+        except AttributeError:
+            assert self._event is not None
+            payload = self._msg.data
+            # Parsed data handed out may have been changed: read the published text again.
+            event = self._event if data is None else orjson.loads(payload)
+            self._text = text = event_data_text(event, payload)
+            return text
 
     @property
     def delivery(self) -> Delivery:
@@ -233,10 +253,14 @@ class Message:
 
         A CloudEvent's JSON ``data`` was parsed with its envelope: that object
         is returned (the same as ``cloud_event["data"]``), not parsed again.
+        Changing it changes neither ``data`` nor what the server holds.
         """
-        if self._data is None and self.cloud_event is not None:
-            return self.cloud_event["data"]
-        return orjson.loads(self.data)
+        data = self._data
+        if isinstance(data, bytes):  # not a CloudEvent's JSON data
+            return orjson.loads(data)
+        self._data = _HANDED
+        assert self._event is not None
+        return self._event["data"]
 
     def __repr__(self) -> str:
         d = self.delivery
@@ -244,7 +268,7 @@ class Message:
             f"Message(topic={self.topic!r}, stream_seq={d.stream_seq}, "
             f"num_delivered={d.num_delivered}, data={self.data[:64]!r}"
             f"{'...' if len(self.data) > 64 else ''}, "
-            f"cloud_event={'yes' if self.cloud_event is not None else 'no'})"
+            f"cloud_event={'yes' if self._event is not None else 'no'})"
         )
 
 

@@ -189,6 +189,23 @@ def test_cloud_event_data_is_what_was_published(data: Any) -> None:
     assert message.json() == data  # after data was made, json() still agrees
 
 
+@pytest.mark.parametrize("touch", ["json", "cloud_event"])
+@pytest.mark.parametrize("go_order", [False, True], ids=["jsnb-envelope", "go-envelope"])
+def test_changing_the_parsed_data_leaves_data_as_published(touch: str, go_order: bool) -> None:
+    """A handler that edits msg.json() (or the envelope) in place: data stays the wire's."""
+    if go_order:  # Go's encoder sorts the keys: data first
+        payload = b'{"data":{"note":"hi","total":5},"id":"1","source":"s","specversion":"1.0"}'
+    else:
+        payload = wrap({"total": 5, "note": "hi"}, topic="t", pubsub_name="p", source="s").payload
+    d, event, _ = jsnb.cloudevents.decode(payload)
+    message = Message("orders", _msg(V1, payload), d, event)
+    body = message.json() if touch == "json" else message.cloud_event["data"]  # type: ignore[index]
+    body["total"] *= 100
+    del body["note"]
+    assert message.json() == {"total": 500}  # the handler's own edit, as it made it
+    assert orjson.loads(message.data) == {"total": 5, "note": "hi"}
+
+
 def test_cloud_event_text_data_is_its_text() -> None:
     out = wrap("hello", topic="orders", pubsub_name="p", source="s")
     d, event, _ = jsnb.cloudevents.decode(out.payload)
