@@ -349,3 +349,25 @@ async def test_a_superseded_attempt_does_not_hold_back_the_resume_point(
         await eventually(lambda: len(outcomes) == 2)
         assert sorted(outcomes) == [(1, "superseded"), (2, "ack")]
         assert not sub._dispatcher.unsettled and sub._dispatcher.resume_seq() == 2
+
+
+async def test_a_listener_added_while_the_handler_runs_hears_the_outcome(
+    nats_server: NatsServer,
+) -> None:
+    async with await make(nats_server) as ps:
+        await jsnb.ensure_stream(ps, "MID", ["mid"])
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def handle(msg: Message) -> None:
+            started.set()
+            await release.wait()
+
+        sub = await ps.subscribe("mid", handle)
+        await ps.publish("mid", "x")
+        await asyncio.wait_for(started.wait(), 10)
+        events: list[DeliveryEvent] = []
+        sub.add_listener(events.append)
+        release.set()
+        await eventually(lambda: events)
+        assert [(e.stream_seq, e.outcome.value) for e in events] == [(1, "ack")]
+        assert events[0].received > 0
