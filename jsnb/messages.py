@@ -262,6 +262,13 @@ class Message:
         assert self._event is not None
         return self._event["data"]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The nats-py Msg holds the connection: a copy keeps what the handler reads
+        # (the wire's subject, ack subject, headers and payload) and no client.
+        m = self._msg
+        wire = Msg(None, m.subject, m.reply, m.data, m.headers)  # type: ignore[arg-type]
+        return (Message, (self.topic, wire, self.data, self._event))
+
     def __repr__(self) -> str:
         d = self.delivery
         return (

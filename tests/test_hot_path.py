@@ -206,6 +206,28 @@ def test_changing_the_parsed_data_leaves_data_as_published(touch: str, go_order:
     assert orjson.loads(message.data) == {"total": 5, "note": "hi"}
 
 
+async def test_a_delivered_message_can_be_pickled(nats_server: NatsServer) -> None:
+    """For a process pool, say: the copy reads the same and holds no connection."""
+    import pickle
+
+    async with await make(nats_server) as ps:
+        await jsnb.ensure_stream(ps, "PKL", ["pkl"])
+        got: list[Message] = []
+        sub = await ps.subscribe("pkl", got.append)
+        await ps.publish("pkl", {"a": 1}, metadata={"traceparent": "00-ab"})
+        await eventually(lambda: got)
+        await eventually(lambda: all_acked(sub, 1))
+        message = got[0]
+        copy = pickle.loads(pickle.dumps(message))
+        assert (copy.topic, copy.data, copy.json(), copy.cloud_event) == (
+            message.topic,
+            message.data,
+            message.json(),
+            message.cloud_event,
+        )
+        assert copy.metadata == message.metadata and copy.delivery == message.delivery
+
+
 def test_cloud_event_text_data_is_its_text() -> None:
     out = wrap("hello", topic="orders", pubsub_name="p", source="s")
     d, event, _ = jsnb.cloudevents.decode(out.payload)
