@@ -69,9 +69,9 @@ async def test_both_routes_settle_alike(
     ack_policy: str,
     fail_seq: int | None,
 ) -> None:
-    # No backOff: a NAK redelivers at once, and a held cumulative ack (ackPolicy all)
-    # waits well inside ackWait, so nothing is redelivered but the planned failure.
-    props = {"ackPolicy": ack_policy, "ackWait": "10s", "maxDeliver": 3, "durableName": "hot"}
+    # No backOff: the NAK asks for ackWait's delay; a held cumulative ack (ackPolicy
+    # all, no failure here) waits well inside it, so nothing else is redelivered.
+    props = {"ackPolicy": ack_policy, "ackWait": "1s", "maxDeliver": 3, "durableName": "hot"}
     props["concurrencyMode"] = mode
     async with await make(nats_server, **props) as ps:
         await jsnb.ensure_stream(ps, "HOT", ["hot"])
