@@ -139,7 +139,9 @@ class JupyterLab:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"JupyterLab exited early:\n{self.log()}")
-            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            # The runtime file can appear before the server accepts connections
+            # (seen under load): not ready until the status call answers.
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, OSError):
                 self.url = json.loads(runtime.read_text())["url"].rstrip("/")
                 self.api("status")
                 return
@@ -160,7 +162,11 @@ class JupyterLab:
             self._process = None
 
     def __enter__(self) -> JupyterLab:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a server that never answered is not left running
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
