@@ -376,8 +376,8 @@ class Dispatcher:
             self.acked += 1
             if self.unsettled:  # it was NAKed before: settled now
                 self.unsettled.discard(message.delivery.stream_seq)
-            # A listener added while the handler ran is told too (untimed).
-            if timed or self._own_listeners or self._host_listeners:
+            # Whoever listens now is told, as _settle does (one added meanwhile: untimed).
+            if self._own_listeners or self._host_listeners:
                 self._report(msg, message, _ACKED, duration, None, received)
         finally:
             if counted:  # _busy(-1) inlined
