@@ -859,9 +859,10 @@ def _parse_path(info: FieldInfo, value: Any) -> str:
     if "-----BEGIN" in text or "\n" in text:
         # Upstream's metadata.yaml shows PEM examples, but the component reads files;
         # never echo the text: it may be a private key.
+        example = {"tls_client_key": "tls.key", "tls_ca_cert": "ca.crt"}.get(info.key, "tls.crt")
         raise MetadataError(
             f"jsnb: {info.key} looks like PEM text (value hidden); it must be the path of a "
-            "PEM file, e.g. '/path/to/tls.key'",
+            f"PEM file, e.g. '/path/to/{example}'",
             key=info.key,
         )
     return text

@@ -367,8 +367,18 @@ def test_seed_page_example_loads() -> None:
         pytest.param({"tls_ca_cert": [3]}, "tls_ca_cert", id="ca-not-string"),
         pytest.param(
             {"tls_client_cert": "/c", "tls_client_key": "-----BEGIN EC PRIVATE KEY-----\nMHc"},
-            r"tls_client_key looks like PEM text \(value hidden\)",
+            r"tls_client_key looks like PEM text \(value hidden\).*'/path/to/tls.key'",
             id="pem-text-instead-of-path",
+        ),
+        pytest.param(
+            {"tls_client_cert": "-----BEGIN CERTIFICATE-----\nMII", "tls_client_key": "/k"},
+            r"tls_client_cert looks like PEM text \(value hidden\).*'/path/to/tls.crt'",
+            id="pem-cert-names-a-cert-file",
+        ),
+        pytest.param(
+            {"tls_ca_cert": "-----BEGIN CERTIFICATE-----\nMII"},
+            r"tls_ca_cert looks like PEM text.*'/path/to/ca.crt'",
+            id="pem-ca-names-a-ca-file",
         ),
         pytest.param({"natsurl": "nats://b:1"}, "given twice", id="duplicate-key-case"),
         pytest.param({"deliverAll": "sometimes"}, "deliverAll 'sometimes'", id="bad-deliverAll"),
