@@ -38,13 +38,14 @@ from typing import Any, NamedTuple
 import yaml
 
 from jsnb.errors import MetadataError
-from jsnb.metadata import MASK, DeliverPolicy, Kind, Metadata, _warn, hide_userinfo
+from jsnb.metadata import MASK, DeliverPolicy, FieldInfo, Kind, Metadata, _warn, hide_userinfo
 
 __all__ = [
     "COMPONENT_TYPE",
     "DEFAULT_NAME",
     "Manifest",
     "Ref",
+    "component_names",
     "read_component",
     "render_component",
 ]
@@ -54,8 +55,10 @@ DEFAULT_NAME = "jetstream-pubsub"
 # What a secretKeyRef is resolved from: {secret: {key: value}} or (secret, key) -> value.
 Secrets = Mapping[str, Mapping[str, Any]] | Callable[[str, str], Any]
 _TEXT = "component YAML"  # how messages name a source given as text
-_TEMPLATE = re.compile(r"\{\{.{0,60}?\}\}")
-_MASKED_URL = re.compile(r"//\*\*\*@")
+# A Helm template action as charts write them: "{{", an optional "-", then a space, a
+# field or a variable ("{{ include ...", "{{.Values.x"); a value such as "a{{b}}" is not.
+_TEMPLATE = re.compile(r"\{\{-?(?:\s|\s*[.$])")
+_MASKED_URL = re.compile(r"(?:^|[/,\s])\*\*\*@")
 # The versions Dapr's registry treats as the first one (components.IsInitialVersion).
 _DAPR_VERSIONS = {"", "v0", "v1"}
 
@@ -78,6 +81,8 @@ class Manifest:
     scopes: tuple[str, ...] = ()
     secret_store: str = ""
     refs: Mapping[str, Ref] = field(default_factory=dict)
+    # Keys the manifest spelled out (Dapr's spelling): written back even at their default.
+    spelled: frozenset[str] = frozenset()
 
 
 # Keyed per process, so a digest shown in a repr says nothing about a short secret.
@@ -116,18 +121,19 @@ def read_component(
     component = _pick_component(_load_yaml(text, label), label, name)
     problems: list[tuple[str | None, str]] = []
     props, refs = _entries(component, secrets, unmask or {}, problems)
-    failed = {key for key, _ in problems}
+    failed = {str(key).strip().lower() for key, _ in problems}
     try:
         md = Metadata.from_properties(
-            {k: v for k, v in props.items() if k not in failed}, allow_embedded=allow_embedded
+            {k: v for k, v in props.items() if k.strip().lower() not in failed},
+            allow_embedded=allow_embedded,
         )
     except MetadataError as exc:  # never empty after filtering: failed keys are problems
-        problems += [p for p in exc.problems if p[0] not in failed]
+        problems += [p for p in exc.problems if str(p[0]).lower() not in failed]
     if problems:
         raise MetadataError.collect(problems, where="" if label == _TEXT else label)
     for message in _dapr_differences(component, props, md):
         _warn(f"jsnb: {message}", UserWarning)
-    return md._from_manifest(_manifest(component, md, refs))
+    return md._from_manifest(_manifest(component, md, refs, props))
 
 
 def _read(source: str | Path) -> tuple[str, str]:
@@ -147,21 +153,25 @@ def _read(source: str | Path) -> tuple[str, str]:
 
 
 def _looks_like_path(text: str) -> bool:
-    """One line naming a file, rather than YAML text (``key: value`` lines, flow style)."""
+    """One line naming a file, rather than YAML text (``key: value`` lines, flow style).
+
+    A single line of anything else cannot be a manifest either, so it is read as
+    the file name it most likely is (``pubsub``), for a "no such file" error.
+    """
     line = text.strip()
     if not line or "\n" in line:
         return False
-    if line.endswith((".yaml", ".yml")):
-        return True
-    return ("/" in line or "\\" in line) and ": " not in line and line[0] not in "{[\"'"
+    return ": " not in line and not line.endswith(":") and line[0] not in "{[\"'"
 
 
 def _load_yaml(text: str, label: str) -> list[Any]:
     template = _TEMPLATE.search(text)
     if template:
         line = text.count("\n", 0, template.start()) + 1
+        action = text[template.start() :].split("\n", 1)[0]
+        action = action[: action.find("}}") + 2] if "}}" in action else action[:40] + " ..."
         raise MetadataError(
-            f"jsnb: {label} is a Helm template ({template.group()} at line {line}): render it "
+            f"jsnb: {label} is a Helm template ({action[:60]} at line {line}): render it "
             "first (helm template <release> <chart>) and load the output"
         )
     try:
@@ -174,6 +184,25 @@ def _load_yaml(text: str, label: str) -> list[Any]:
         raise MetadataError(f"jsnb: {label} is not valid YAML: {exc}") from None
     except RecursionError:
         raise MetadataError(f"jsnb: {label} is not valid YAML: nested too deeply") from None
+
+
+def component_names(text: str) -> list[str]:
+    """The names of the ``pubsub.jetstream`` components in YAML *text* ([] if none can be read).
+
+    What a picker offers before ``read_component(text, name=...)`` is asked for one.
+    """
+    try:
+        docs = _load_yaml(text, _TEXT)
+    except MetadataError:
+        return []
+    return [
+        _component_name(d)
+        for d in docs
+        if isinstance(d, dict)
+        and d.get("kind") == "Component"
+        and isinstance(d.get("spec"), dict)
+        and d["spec"].get("type") == COMPONENT_TYPE
+    ]
 
 
 def _component_name(component: Mapping[str, Any]) -> str:
@@ -198,7 +227,17 @@ def _pick_component(docs: list[Any], label: str, name: str | None) -> dict[str, 
         if not chosen:
             held = f"it holds {names}" if ours else f"it holds no {COMPONENT_TYPE} component"
             raise MetadataError(f"jsnb: {label} has no {COMPONENT_TYPE} named {name!r}; {held}")
-        ours = chosen[:1]
+        if len(chosen) > 1:
+            raise MetadataError(
+                f"jsnb: {label} holds {len(chosen)} {COMPONENT_TYPE} components named "
+                f"{name!r}, which Dapr refuses too: give each its own metadata.name"
+            )
+        ours = chosen
+    if len(ours) > 1 and name is None and len(set(map(_component_name, ours))) < len(ours):
+        raise MetadataError(
+            f"jsnb: {label} holds {len(ours)} {COMPONENT_TYPE} components ({names}) and some "
+            "share a name, which Dapr refuses too: give each its own metadata.name"
+        )
     if len(ours) > 1:
         raise MetadataError(
             f"jsnb: {label} holds {len(ours)} {COMPONENT_TYPE} components ({names}); "
@@ -282,7 +321,11 @@ def _value(
     if value is None and "envRef" in entry:  # Dapr reads envRef only without a value
         return _env(key, entry["envRef"]), "envRef"
     if "value" not in entry:
-        raise MetadataError(f"{key} has no 'value' (nor envRef or secretKeyRef)")
+        _warn(
+            f"jsnb: {key} has no 'value' (nor envRef or secretKeyRef); Dapr reads it as empty, "
+            "and so does jsnb",
+            UserWarning,
+        )
     return _unmasked(key, value, unmask), None
 
 
@@ -348,7 +391,10 @@ def _secret_store(component: Mapping[str, Any]) -> str:
 
 
 def _manifest(
-    component: Mapping[str, Any], md: Metadata, refs: Mapping[str, Mapping[str, Any]]
+    component: Mapping[str, Any],
+    md: Metadata,
+    refs: Mapping[str, Mapping[str, Any]],
+    props: Mapping[str, Any],
 ) -> Manifest:
     found = component.get("metadata")
     meta: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
@@ -364,6 +410,7 @@ def _manifest(
             for key, entry in refs.items()
             if (info := _field(key)) is not None
         },
+        spelled=frozenset(info.key for key in props if (info := _field(key.strip())) is not None),
     )
 
 
@@ -385,7 +432,7 @@ def _dapr_differences(
     Seed-era keys and unknown keys are warned about by ``from_properties``.
     """
     version = component["spec"].get("version")
-    if str(version or "") not in _DAPR_VERSIONS:
+    if str(version or "").lower() not in _DAPR_VERSIONS:  # Dapr's registry lowercases it
         yield (
             f"spec.version {version!r}: Dapr has only v1 of {COMPONENT_TYPE} and fails to "
             "load this component; jsnb reads it as v1: write version: v1"
@@ -394,6 +441,12 @@ def _dapr_differences(
     for key in props:
         if key != key.strip():
             yield f"{key!r}: Dapr does not match a key with spaces around it and ignores it"
+        elif key.lower() == "concurrencymode" and key != "concurrencyMode":
+            # Dapr looks this one key up by its exact spelling, unlike all the others.
+            yield (
+                f"{key!r}: Dapr reads only the exact spelling 'concurrencyMode' and ignores "
+                f"{key!r}, so it runs single; jsnb reads it: write 'concurrencyMode'"
+            )
     yield from _enum_differences(lowered)
     if "deliverpolicy" not in lowered and md.deliver_policy in (
         DeliverPolicy.SEQUENCE,
@@ -409,7 +462,7 @@ def _dapr_differences(
     for lower, (key, value) in lowered.items():
         info = _field(lower)
         if info is not None:
-            yield from _value_differences(info.key, info.kind, value)
+            yield from _value_differences(info, value)
             if not info.upstream and value not in (None, ""):
                 yield f"{key} is a jsnb extension: Dapr ignores it"
     if md.embedded:
@@ -428,6 +481,8 @@ def _enum_differences(lowered: Mapping[str, tuple[str, Any]]) -> Iterator[str]:
         if not isinstance(value, str) or value == value.strip().lower():
             continue
         word = value.strip().lower()
+        if lower == "concurrencymode" and key != "concurrencyMode":
+            continue  # Dapr ignores the key (said above), so not its value
         if lower == "deliverpolicy":
             effect = f"Dapr's Init fails (deliver policy {value} is not one of: all, ...)"
         elif lower == "ackpolicy":
@@ -443,8 +498,38 @@ def _enum_differences(lowered: Mapping[str, tuple[str, Any]]) -> Iterator[str]:
         yield f"{key} {value!r}: {effect}; jsnb reads {word!r}: write {word!r}"
 
 
-def _value_differences(key: str, kind: Kind, value: Any) -> Iterator[str]:
+# What Dapr does with spaces around a value, by kind: its decoder trims only booleans
+# and backOff's parts (enums are compared as written: _enum_differences says so).
+_SPACES_KEPT = {
+    Kind.STR: "Dapr passes the spaces on",
+    Kind.NAME: "Dapr passes the spaces on, and nats-server refuses such a name",
+    Kind.PATH: "Dapr looks for a file with the spaces in its name",
+    Kind.SECRET: "Dapr sends the spaces with it, so the server would not accept it",
+    Kind.INT: "Dapr's Init fails (strconv: invalid syntax)",
+    Kind.UNIX_TIME: "Dapr's Init fails (strconv: invalid syntax)",
+    Kind.DURATION: "Dapr's Init fails (time: invalid duration)",
+}
+
+
+def _value_differences(info: FieldInfo, value: Any) -> Iterator[str]:
     """Values jsnb reads that Dapr's decoder refuses or reads otherwise."""
+    key, kind = info.key, info.kind
+    if isinstance(value, str) and value.strip() and value != value.strip() and kind in _SPACES_KEPT:
+        shown = "(value hidden)" if info.secret else repr(hide_userinfo(value))
+        yield (
+            f"{key} {shown} has spaces around it: {_SPACES_KEPT[kind]}; jsnb trims them: "
+            "remove them"
+        )
+    if (
+        info.unsigned
+        and isinstance(value, str)
+        and value.strip().startswith("+")
+        and value.strip()[1:].isdigit()
+    ):
+        yield (
+            f"{key} {value!r}: Dapr reads it as an unsigned number and its Init fails on the "
+            f"'+'; jsnb reads {value.strip()[1:]}: drop the '+'"
+        )
     if kind is Kind.DURATION and isinstance(value, float) and not value.is_integer():
         yield (
             f"{key} {value!r}: Dapr refuses a number with a fraction (time: missing unit); "
@@ -485,13 +570,14 @@ def render_component(md: Metadata, name: str | None = None, *, reveal_secrets: b
     manifest = md.manifest or Manifest()
     props = md.as_properties(reveal_secrets=reveal_secrets)
     values = md.as_properties(defaults=True)
+    shown = md.as_properties(reveal_secrets=reveal_secrets, defaults=True)
     entries: list[dict[str, Any]] = []
-    for key in [*props, *(k for k in manifest.refs if k not in props)]:
+    for key in values:  # the field table's order
         ref = manifest.refs.get(key)
         if ref is not None and ref.digest == _digest(values[key]):
             entries.append({"name": key, **ref.entry})
-        elif key in props:
-            entries.append({"name": key, "value": props[key]})
+        elif key in props or (key in manifest.spelled and ref is None):
+            entries.append({"name": key, "value": shown[key]})
     meta: dict[str, Any] = {"name": name or manifest.name}
     if manifest.namespace:
         meta["namespace"] = manifest.namespace

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -124,6 +124,12 @@ class FieldInfo:
     upstream: bool = True
     consumer: str = ""  # the nats-py ConsumerConfig attribute it sets, if any
     updatable: bool = False  # nats-server changes it on a live consumer (measured, 2.15)
+    unsigned: bool = False  # Dapr decodes it as a Go uint64 (no sign), else int64
+
+    @property
+    def int_range(self) -> tuple[int, int]:
+        """The whole numbers Dapr's decoder can hold for this field."""
+        return (0, 2**64 - 1) if self.unsigned else (-(2**63), 2**63 - 1)
 
     @property
     def secret(self) -> bool:
@@ -142,6 +148,7 @@ def _f(
     upstream: bool = True,
     consumer: str = "",
     updatable: bool = False,
+    unsigned: bool = False,
 ) -> Any:
     """A dataclass field that carries its row of the field table."""
     info = {
@@ -154,6 +161,7 @@ def _f(
         "upstream": upstream,
         "consumer": consumer,
         "updatable": updatable,
+        "unsigned": unsigned,
     }
     if isinstance(default, tuple | list):
         return field(default_factory=lambda: tuple(default), metadata=info)
@@ -300,6 +308,7 @@ class Metadata:
         "Delivery rate limit in bits per second (0 = none)",
         0,
         minimum=0,
+        unsigned=True,
         consumer="rate_limit_bps",
         updatable=True,
     )
@@ -361,6 +370,7 @@ class Metadata:
         "First stream sequence (deliverPolicy sequence)",
         0,
         minimum=0,
+        unsigned=True,
         consumer="opt_start_seq",
     )
     start_time: int | None = _f(
@@ -477,9 +487,9 @@ class Metadata:
                 f"jsnb: component metadata must be a mapping of property names to values, "
                 f"not {type(properties).__name__}"
             )
-        raw = _fold_keys(properties)
-        values: dict[str, Any] = {}
         problems = _Problems()
+        raw = _fold_keys(properties, problems)
+        values: dict[str, Any] = {}
         for lower, (key, value) in raw.items():
             info = _BY_KEY.get(lower)
             if info is not None:
@@ -665,18 +675,24 @@ def format_value(info: FieldInfo, value: Any) -> str:
     return str(value.value if isinstance(value, enum.Enum) else value)
 
 
-def _fold_keys(properties: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+def _fold_keys(properties: Mapping[str, Any], problems: _Problems) -> dict[str, tuple[str, Any]]:
+    """Keys lowercased, as Dapr matches them; a collision is a problem (Dapr's Init fails too)."""
     folded: dict[str, tuple[str, Any]] = {}
     for key, value in properties.items():
         if not isinstance(key, str):
             raise MetadataError(f"jsnb: property names must be strings, got {key!r}")
         lower = key.strip().lower()
         if lower in folded:
-            raise MetadataError(
-                f"jsnb: property {key!r} is given twice (as {folded[lower][0]!r} too); "
-                "keys are case-insensitive",
-                key=key,
+            problems.add(
+                [
+                    (
+                        key.strip(),
+                        f"jsnb: property {key!r} is given twice (as {folded[lower][0]!r} too); "
+                        "keys are case-insensitive",
+                    )
+                ]
             )
+            continue
         folded[lower] = (key.strip(), value)
     return folded
 
@@ -774,6 +790,9 @@ def _parse_int(info: FieldInfo, value: Any) -> int:
                 value = int(text, 10)  # "010" is ten here, not Go's octal eight
             except ValueError:
                 raise _bad(info, text, "a whole number") from None
+    low, high = info.int_range
+    if not -(2**63) <= value <= high:  # below an unsigned field's 0: its minimum says so
+        raise _bad(info, value, f"a whole number from {low} to {high} (what Dapr can read)")
     return int(value)
 
 
@@ -838,6 +857,8 @@ def _parse_str(info: FieldInfo, value: Any) -> str:
         return str(value)
     if isinstance(value, bool | int | float):
         return _dapr_string(info, value)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()  # YAML reads 2024-01-01 as a date; Dapr passes the text on
     if not isinstance(value, str):
         raise _bad(info, value, "a string")
     return value.strip()
@@ -905,7 +926,16 @@ _ENUMS = {
 }
 
 
+# Kinds whose empty value (``key:`` or ``''``) Dapr's decoder reads as unset: the default.
+_EMPTY_IS_DEFAULT = {Kind.INT, Kind.BOOL, Kind.DURATION, Kind.DURATIONS, Kind.ENUM}
+
+
 def _parse(info: FieldInfo, key: str, value: Any) -> Any:
+    """A property map's value (a manifest's): an empty one means the default, as in Dapr."""
+    if info.kind in _EMPTY_IS_DEFAULT and (
+        value is None or (isinstance(value, str) and not value.strip())
+    ):
+        return info.default
     return _PARSERS[info.kind](info, value)
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from jsnb import DeliverPolicy, Metadata, MetadataError
+from jsnb import AckPolicy, ConcurrencyMode, DeliverPolicy, Metadata, MetadataError
 from jsnb.metadata import MASK
 
 URL = "nats://localhost:4222"
@@ -59,6 +60,10 @@ def warned(text: str, **kwargs: Any) -> tuple[Metadata, list[str]]:
         pytest.param("{name: name, value: true}", "name", "true", id="name-bool"),
         pytest.param("{name: streamName, value: 1.0}", "stream_name", "1", id="stream-float"),
         pytest.param("{name: domain, value: 1.5}", "domain", "1.5", id="domain-fraction"),
+        # YAML reads an unquoted date as a date; Dapr's decoder passes its text on.
+        pytest.param(
+            "{name: durableName, value: 2024-01-01}", "durable_name", "2024-01-01", id="date"
+        ),
     ],
 )
 def test_numbers_and_booleans_in_string_fields_are_stringified(
@@ -68,6 +73,54 @@ def test_numbers_and_booleans_in_string_fields_are_stringified(
     extra = ["{name: durableName, value: d}"] if attr == "queue_group_name" else []
     md = load(manifest(f"{{name: natsURL, value: '{URL}'}}", *extra, entry))
     assert getattr(md, attr) == expected
+
+
+@pytest.mark.parametrize(
+    ("entry", "attr", "expected"),
+    [
+        pytest.param("{name: deliverPolicy, value: ''}", "deliver_policy", DeliverPolicy.ALL),
+        pytest.param("{name: ackPolicy, value: ''}", "ack_policy", AckPolicy.EXPLICIT),
+        pytest.param(
+            "{name: concurrencyMode, value: ''}", "concurrency_mode", ConcurrencyMode.SINGLE
+        ),
+        pytest.param("{name: maxDeliver, value: null}", "max_deliver", 0),
+        pytest.param("{name: flowControl, value: }", "flow_control", False),
+        pytest.param("{name: ackWait, value: ''}", "ack_wait", timedelta(0)),
+        pytest.param("{name: backOff, value: ''}", "back_off", ()),
+    ],
+)
+def test_an_empty_value_is_the_default_as_in_dapr(entry: str, attr: str, expected: Any) -> None:
+    md = load(manifest(BASE, entry))
+    default = Metadata.from_properties({"natsURL": URL})
+    assert getattr(md, attr) == getattr(default, attr)
+    assert getattr(md, attr) == expected
+
+
+def test_an_entry_without_a_value_is_empty_with_a_warning() -> None:
+    md, messages = warned(manifest(BASE, "{name: maxDeliver}"))
+    assert md.max_deliver == Metadata.from_properties({"natsURL": URL}).max_deliver
+    assert any("maxDeliver has no 'value'" in m and "reads it as empty" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        pytest.param(
+            "{name: maxDeliver, value: '99999999999999999999'}",
+            r"maxDeliver 99999999999999999999 is not valid: expected a whole number from "
+            r"-9223372036854775808 to 9223372036854775807",
+            id="int64",
+        ),
+        pytest.param(
+            "{name: startSequence, value: '18446744073709551616'}",
+            "startSequence 18446744073709551616 is not valid: .* 0 to 18446744073709551615",
+            id="uint64",
+        ),
+    ],
+)
+def test_a_number_dapr_cannot_hold_is_refused(entry: str, match: str) -> None:
+    with pytest.raises(MetadataError, match=match):
+        load(manifest(BASE, "{name: deliverPolicy, value: sequence}", entry))
 
 
 def test_an_infinite_number_in_a_string_field_is_refused() -> None:
@@ -223,9 +276,9 @@ DOCS_EXAMPLE = manifest(
                 "{name: token, secretKeyRef: {name: s, key: k}}",
                 "{name: flowControl, value: true}",
                 "{name: maxDeliver, value: lots}",
-                "{name: jwt}",
+                "{name: maxAckPending, value: many}",
             ),
-            ["token", "jwt", "maxDeliver", "heartbeat"],
+            ["token", "maxDeliver", "maxAckPending", "heartbeat"],
             id="entries-and-values",
         ),
         pytest.param(
@@ -332,6 +385,39 @@ BASE = f"{{name: natsURL, value: '{URL}'}}"
         ),
         pytest.param([], "v2", "spec.version 'v2': Dapr has only v1", id="version-v2"),
         pytest.param(
+            ["{name: ConcurrencyMode, value: parallel}"],
+            "v1",
+            "'ConcurrencyMode': Dapr reads only the exact spelling 'concurrencyMode' and ignores "
+            "'ConcurrencyMode', so it runs single",
+            id="concurrency-mode-key-case",
+        ),
+        pytest.param(
+            ["{name: durableName, value: ' orders '}"],
+            "v1",
+            "durableName ' orders ' has spaces around it: Dapr passes the spaces on, and "
+            "nats-server refuses such a name; jsnb trims them",
+            id="spaces-in-a-name",
+        ),
+        pytest.param(
+            ["{name: maxDeliver, value: ' 5 '}"],
+            "v1",
+            r"maxDeliver ' 5 ' has spaces around it: Dapr's Init fails \(strconv",
+            id="spaces-in-an-int",
+        ),
+        pytest.param(
+            ["{name: ackWait, value: ' 10s '}"],
+            "v1",
+            r"ackWait ' 10s ' has spaces around it: Dapr's Init fails \(time: invalid duration",
+            id="spaces-in-a-duration",
+        ),
+        pytest.param(
+            ["{name: deliverPolicy, value: sequence}", "{name: startSequence, value: '+5'}"],
+            "v1",
+            "startSequence '\\+5': Dapr reads it as an unsigned number and its Init fails on "
+            "the '\\+'; jsnb reads 5",
+            id="plus-on-an-unsigned",
+        ),
+        pytest.param(
             ["{name: tls_ca_cert, value: /ca.pem}"],
             "v1",
             "tls_ca_cert is a jsnb extension: Dapr ignores it",
@@ -354,6 +440,34 @@ BASE = f"{{name: natsURL, value: '{URL}'}}"
 def test_dapr_differences_are_warned(entries: list[str], version: str, match: str) -> None:
     _, messages = warned(manifest(BASE, *entries, version=version))
     assert any(re.search(match, m) for m in messages), messages
+
+
+def test_spaces_around_a_secret_are_warned_without_it() -> None:
+    md, messages = warned(manifest(BASE, "{name: token, value: ' tok-secret-9 '}"))
+    assert md.token == "tok-secret-9"
+    assert any("token (value hidden) has spaces around it" in m for m in messages), messages
+    assert not any("tok-secret-9" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        pytest.param(["{name: maxDeliver, value: '+5'}"], id="plus-on-a-signed-int"),  # Go: ok
+        pytest.param(["{name: flowControl, value: ' true '}"], id="spaces-in-a-bool"),
+        pytest.param(["{name: backOff, value: ' 1s , 2s '}"], id="spaces-in-backOff"),
+        pytest.param(["{name: concurrency, value: parallel}"], id="concurrency-any-case"),
+    ],
+)
+def test_what_dapr_also_reads_this_way_is_not_warned(entries: list[str]) -> None:
+    extra = ["{name: heartbeat, value: 5s}"] if "flowControl" in entries[0] else []
+    if "backOff" in entries[0]:
+        extra = ["{name: ackWait, value: 1s}"]
+    load(manifest(BASE, *entries, *extra))  # filterwarnings = error
+
+
+@pytest.mark.parametrize("version", ["V1", "v1", "''"])
+def test_versions_dapr_loads_are_not_warned(version: str) -> None:
+    load(manifest(BASE, version=version))
 
 
 def test_embedded_url_is_warned_as_jsnb_only() -> None:
@@ -450,6 +564,16 @@ def test_an_explicit_name_wins(identified: Metadata) -> None:
             "natsURL 'nats://\\*\\*\\*@h:4222' has its credentials masked on export",
             id="url-credentials",
         ),
+        pytest.param(
+            {"natsURL": "alice:pa55@h:4222"},
+            "natsURL '\\*\\*\\*@h:4222' has its credentials masked on export",
+            id="url-without-scheme",
+        ),
+        pytest.param(
+            {"natsURL": "nats://h1:4222, alice:pa55@h2:4222"},
+            "natsURL 'nats://h1:4222, \\*\\*\\*@h2:4222' has its credentials masked",
+            id="second-url-without-scheme",
+        ),
     ],
 )
 def test_a_masked_export_loaded_back_is_refused(props: dict[str, str], match: str) -> None:
@@ -482,8 +606,22 @@ def test_a_masked_export_loaded_back_is_refused(props: dict[str, str], match: st
             id="bare-entries",
         ),
         pytest.param(
+            manifest(
+                "name: natsURL\n    value: '{{ .Values.global.nats.connection.url | default "
+                '"nats://nats.default.svc.cluster.local:4222" }}\''
+            ),
+            r"Helm template \(\{\{ .Values.global.nats.connection.url .* at line 10\)",
+            id="long-helm-template",
+        ),
+        pytest.param(
+            manifest("name: natsURL\n    value: {{\n      .Values.nats.url }}"),
+            r"Helm template \(\{\{ ... at line 10\): render it first",
+            id="helm-template-over-two-lines",
+        ),
+        pytest.param(
             "components/pubsub-jetstream", "cannot read component file .*: no such file", id="path"
         ),
+        pytest.param("pubsub", "cannot read component file 'pubsub': no such file", id="word"),
         pytest.param(
             "/nonexistent/pubsub.yaml",
             "cannot read component file .*: no such file",
@@ -494,6 +632,54 @@ def test_a_masked_export_loaded_back_is_refused(props: dict[str, str], match: st
 def test_not_yet_a_manifest_says_what_to_do(text: str, match: str) -> None:
     with pytest.raises(MetadataError, match=match):
         load(text)
+
+
+def test_a_token_with_braces_is_not_taken_for_a_template() -> None:
+    md = load(manifest(BASE, "{name: token, value: 'a{{b}}c'}"))
+    assert md.token == "a{{b}}c"
+
+
+@pytest.mark.parametrize("name", [None, "orders-pubsub"])
+def test_two_components_with_one_name_are_refused(name: str | None) -> None:
+    text = manifest(BASE) + "---\n" + manifest(BASE, "{name: maxDeliver, value: 3}")
+    with pytest.raises(MetadataError, match=r"share a name|named 'orders-pubsub'"):
+        load(text, name=name)
+
+
+def test_keys_given_twice_in_other_case_are_one_problem_among_all() -> None:
+    text = manifest(
+        BASE,
+        "{name: ackWait, value: 1s}",
+        "{name: AckWait, value: 2s}",
+        "{name: maxDeliver, value: lots}",
+        "{name: heartbeat, value: never}",
+    )
+    with pytest.raises(MetadataError) as info:
+        load(text)
+    assert [key for key, _ in info.value.problems] == ["AckWait", "maxDeliver", "heartbeat"]
+
+
+def test_an_unresolved_lowercase_url_is_one_problem() -> None:
+    text = manifest("{name: natsurl, secretKeyRef: {name: s, key: url}}")
+    with pytest.raises(MetadataError) as info:
+        load(text, secrets={})
+    assert [key for key, _ in info.value.problems] == ["natsurl"]
+
+
+def test_the_export_keeps_what_the_manifest_spelled_out() -> None:
+    md = load(
+        manifest(
+            BASE,
+            "{name: deliverPolicy, value: all}",
+            "{name: ackPolicy, value: explicit}",
+            "{name: maxDeliver, value: 5}",
+        )
+    )
+    entries = yaml.safe_load(md.to_component_yaml())["spec"]["metadata"]
+    assert [e["name"] for e in entries] == ["natsURL", "deliverPolicy", "ackPolicy", "maxDeliver"]
+    assert load(md.to_component_yaml()) == md
+    # A default the manifest did not spell out stays out.
+    assert "ackPolicy" not in load(manifest(BASE)).to_component_yaml()
 
 
 def test_a_directory_is_not_a_manifest(tmp_path: Path) -> None:

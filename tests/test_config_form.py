@@ -387,3 +387,38 @@ def test_from_yaml_picks_a_component_and_resolves_its_secrets() -> None:
     text = "---\n".join(one.replace("NAME", n) for n in ("a", "b"))
     form = ConfigForm.from_yaml(text, name="b", secrets={"nats": {"a": "tok-a", "b": "tok-b"}})
     assert form.metadata.token == "tok-b"
+
+
+def test_import_of_several_components_offers_a_picker_then_reads_the_one_picked() -> None:
+    one = (
+        "kind: Component\nmetadata: {name: NAME}\nspec:\n  type: pubsub.jetstream\n"
+        "  metadata:\n  - {name: natsURL, value: 'nats://h:4222'}\n"
+        "  - {name: token, secretKeyRef: {name: nats, key: NAME}}\n"
+    )
+    form = ConfigForm(secrets={"nats": {"a": "tok-a", "b": "tok-b"}})
+    before = form.metadata
+    form.yaml_text.value = "---\n".join(one.replace("NAME", n) for n in ("a", "b"))
+    form.import_button.click()
+    assert "holds 2 components (a, b): pick one" in form.summary.value
+    assert form.component_picker.layout.display == "" and form.metadata == before
+    form.component_picker.value = "b"
+    form.import_button.click()
+    assert form.metadata.token == "tok-b" and form.metadata.nats_url == "nats://h:4222"
+    form.yaml_text.value = one.replace("NAME", "a")
+    form.import_button.click()  # one component again: no picker
+    assert form.component_picker.layout.display == "none" and form.metadata.token == "tok-a"
+
+
+def test_an_edited_import_exports_as_the_manifest_it_came_from() -> None:
+    form = ConfigForm.from_yaml(
+        "kind: Component\nmetadata: {name: bloodbank-pubsub, namespace: blood}\n"
+        "spec:\n  type: pubsub.jetstream\n  version: v1\n  metadata:\n"
+        "  - {name: natsURL, value: 'nats://h:4222'}\n  - {name: deliverPolicy, value: all}\n"
+        "scopes: [donor-api]\n"
+    )
+    form.controls["maxDeliver"].value = 4
+    doc = yaml.safe_load(form.metadata.to_component_yaml())
+    assert doc["metadata"] == {"name": "bloodbank-pubsub", "namespace": "blood"}
+    assert doc["scopes"] == ["donor-api"]
+    entries = {e["name"]: e["value"] for e in doc["spec"]["metadata"]}
+    assert entries == {"natsURL": "nats://h:4222", "deliverPolicy": "all", "maxDeliver": "4"}

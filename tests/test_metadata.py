@@ -532,11 +532,6 @@ def test_yaml_file_path(tmp_path: Path) -> None:
             id="secret-key-ref",
         ),
         pytest.param(
-            "kind: Component\nspec:\n  type: pubsub.jetstream\n  metadata:\n  - name: token\n",
-            "has no 'value'",
-            id="entry-without-value",
-        ),
-        pytest.param(
             "kind: Component\nspec:\n  type: pubsub.jetstream\n  metadata: {a: b}\n",
             "must be a list",
             id="metadata-not-list",

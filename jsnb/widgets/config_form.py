@@ -28,7 +28,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from jsnb.component_yaml import Secrets, read_component
+from jsnb.component_yaml import Secrets, component_names, read_component
 from jsnb.display import ERROR_COLOUR, MUTED_COLOUR, OK_COLOUR
 from jsnb.durations import format_duration, parse_duration
 from jsnb.errors import InvalidArgumentError, MetadataError
@@ -133,6 +133,8 @@ class ConfigForm(widgets.VBox):
         base: Values of the fields not shown; defaults to *metadata*.
         yaml: Show the YAML export / import box; a form embedded in a tool
             that owns the rest of the metadata (the redelivery lab) leaves it out.
+        secrets: What *Import YAML* resolves ``secretKeyRef`` entries from, as
+            in ``Metadata.from_component_yaml`` (also settable as ``.secrets``).
 
     ``controls`` maps each shown Dapr key to its widget, ``error_labels`` to
     its red message line. ``metadata`` is the last valid ``Metadata``,
@@ -151,7 +153,9 @@ class ConfigForm(widgets.VBox):
         keys: Sequence[str] | None = None,
         base: Metadata | Mapping[str, Any] | None = None,
         yaml: bool = True,
+        secrets: Secrets | None = None,
     ) -> None:
+        self.secrets = secrets
         base_md = Metadata.from_properties(base, allow_embedded=True) if base is not None else None
         if metadata is not None:
             start = Metadata.from_properties(metadata, allow_embedded=True)
@@ -183,9 +187,20 @@ class ConfigForm(widgets.VBox):
         self.export_button.on_click(lambda _: self._export())
         self.import_button.on_click(lambda _: self._import())
         self.reveal_secrets.observe(self._on_reveal, names="value")
+        # Shown when the text holds several components (a rendered Helm chart): which one.
+        self.component_picker = widgets.Dropdown(
+            description="component", layout=widgets.Layout(display="none", width="auto")
+        )
         yaml_box = widgets.VBox(
             [
-                widgets.HBox([self.export_button, self.import_button, self.reveal_secrets]),
+                widgets.HBox(
+                    [
+                        self.export_button,
+                        self.import_button,
+                        self.component_picker,
+                        self.reveal_secrets,
+                    ]
+                ),
                 self.yaml_text,
             ]
         )
@@ -204,7 +219,8 @@ class ConfigForm(widgets.VBox):
         *name* and *secrets* are those of ``Metadata.from_component_yaml``.
         """
         return cls(
-            Metadata.from_component_yaml(source, name=name, secrets=secrets, allow_embedded=True)
+            Metadata.from_component_yaml(source, name=name, secrets=secrets, allow_embedded=True),
+            secrets=secrets,
         )
 
     # -- layout ------------------------------------------------------------------------
@@ -303,6 +319,8 @@ class ConfigForm(widgets.VBox):
     def _validate(self, *, notes: Sequence[str] = (), messages: Sequence[str] = ()) -> None:
         md, self._errors, found = self._check(self._properties())
         if md is not None:
+            if self._base.manifest is not None:  # export as the manifest it came from
+                md = md._from_manifest(self._base.manifest)
             self._metadata = md
             self.set_trait("value", md.as_properties(reveal_secrets=True))
         self._render([*notes, *found], messages)
@@ -347,12 +365,33 @@ class ConfigForm(widgets.VBox):
         """Load the text box; on problems, list every one and change nothing.
 
         An export without revealed secrets imports with the form's current ones.
+        Text holding several components shows a picker first; Import again reads
+        the one picked.
         """
+        names = component_names(self.yaml_text.value)
+        picker = self.component_picker
+        if len(names) > 1 and list(picker.options) != names:
+            picker.options = names
+            picker.layout.display = ""
+            self._validate(
+                messages=[
+                    f"the text holds {len(names)} components ({', '.join(names)}): pick one "
+                    "next to Import YAML, then press it again"
+                ]
+            )
+            return
+        if len(names) <= 1:
+            picker.layout.display = "none"
+        name = picker.value if len(names) > 1 else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 md = read_component(
-                    self.yaml_text.value, allow_embedded=True, unmask=self._properties()
+                    self.yaml_text.value,
+                    name=name,
+                    secrets=self.secrets,
+                    allow_embedded=True,
+                    unmask=self._properties(),
                 )
             except MetadataError as exc:
                 problems = [m.removeprefix("jsnb: ") for _, m in exc.problems]
