@@ -240,6 +240,23 @@ def test_the_rate_is_averaged_over_the_window_then_reads_idle() -> None:
     assert table.rate == 0 and "idle" in table.summary
 
 
+def test_a_steady_flow_reads_its_own_rate_whatever_the_draw_times() -> None:
+    # Draws 0.3 s apart never line up with the 2 s window: the draw before it is up
+    # to one refresh older, and dividing by 2 s would read up to 15% high.
+    clock = FakeClock()
+    table = MessageTable(refresh_hz=4.0, clock=clock)
+    seq, shown = 0, []
+    for tick in range(1, 30):
+        clock.now = tick * 0.3
+        for _ in range(300):  # 1,000 events a second
+            seq += 1
+            table.record(event(seq))
+        table.flush()
+        if clock.now > RATE_WINDOW + 0.3:
+            shown.append(table.rate)
+    assert shown and all(r == pytest.approx(1000.0) for r in shown), shown
+
+
 async def test_the_rate_falls_to_idle_by_itself_once_traffic_stops() -> None:
     table = MessageTable(refresh_hz=20.0)  # the real clock: the idle draw is a loop timer
     for seq in range(1, 101):

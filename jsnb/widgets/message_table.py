@@ -263,8 +263,10 @@ class MessageTable(widgets.VBox):
     def rate(self) -> float:
         """Events per second over the last ``RATE_WINDOW`` seconds, as of the last draw."""
         (then, seen_then), (now, seen_now) = self._samples[0], self._samples[-1]
-        # A draw before a quiet spell may be older than the window: nothing happened in between.
-        span = min(now - then, RATE_WINDOW)
+        span = now - then  # the draw before the window is up to one refresh older than it
+        if span > RATE_WINDOW + 1.0 / self.refresh_hz:
+            # A quiet spell since that draw: the events came at its end, not spread over it.
+            span = RATE_WINDOW
         return (seen_now - seen_then) / span if span > 0 else 0.0
 
     # -- drawing -----------------------------------------------------------------------
