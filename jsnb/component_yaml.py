@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -37,8 +38,18 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from jsnb.durations import parse_duration
 from jsnb.errors import MetadataError
-from jsnb.metadata import MASK, DeliverPolicy, FieldInfo, Kind, Metadata, _warn, hide_userinfo
+from jsnb.metadata import (
+    MASK,
+    DeliverPolicy,
+    FieldInfo,
+    Kind,
+    Metadata,
+    _warn,
+    hide_userinfo,
+    parse_timestamp,
+)
 
 __all__ = [
     "COMPONENT_TYPE",
@@ -55,9 +66,14 @@ DEFAULT_NAME = "jetstream-pubsub"
 # What a secretKeyRef is resolved from: {secret: {key: value}} or (secret, key) -> value.
 Secrets = Mapping[str, Mapping[str, Any]] | Callable[[str, str], Any]
 _TEXT = "component YAML"  # how messages name a source given as text
-# A Helm template action as charts write them: "{{", an optional "-", then a space, a
-# field or a variable ("{{ include ...", "{{.Values.x"); a value such as "a{{b}}" is not.
-_TEMPLATE = re.compile(r"\{\{-?(?:\s|\s*[.$])")
+# A Helm template action as charts write them: "{{", an optional "-", then a field, a
+# variable, a pipeline, a comment or one of the functions charts use; "a{{ b }}" is not.
+_TEMPLATE = re.compile(
+    r"\{\{-?\s*(?:[.$(]|/\*|(?:include|template|if|else|end|range|with|define|block|tpl|"
+    r"toYaml|toJson|printf|print|default|required|quote|squote|lookup|trim|upper|lower|"
+    r"indent|nindent|b64enc|not|and|or|eq|ne)\b)"
+)
+_YAML_COMMENT = re.compile(r"(?:^|\s)#.*$", re.M)
 _MASKED_URL = re.compile(r"(?:^|[/,\s])\*\*\*@")
 # The versions Dapr's registry treats as the first one (components.IsInitialVersion).
 _DAPR_VERSIONS = {"", "v0", "v1"}
@@ -94,6 +110,81 @@ def _digest(value: str) -> str:
 
 
 # -- reading ----------------------------------------------------------------------------
+
+# How Dapr's manifest loader (sigs.k8s.io/yaml over go-yaml v2) types a plain scalar;
+# PyYAML follows YAML 1.1 elsewhere (1:30 is 90, y is a string, 0o10 and 1e3 strings).
+_GO_TRUE = {"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"}
+_GO_FALSE = {"n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
+_GO_NULL = {"", "~", "null", "Null", "NULL"}
+_GO_SPECIAL_FLOAT = {
+    **dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
+    **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), math.inf),
+    **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -math.inf),
+}
+# Go's strconv base 0 (0x, 0o, 0b, a leading 0 for octal), after go-yaml drops "_".
+_GO_INT = re.compile(r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
+_GO_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+# go-yaml v2 hands a timestamp to an untyped target as its text, so does this loader.
+_GO_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ].*)?")
+_GO_TAG = "tag:jsnb,2026:go-plain-scalar"
+
+
+def _go_scalar(text: str) -> Any:
+    """A plain (unquoted) YAML scalar as go-yaml v2 types it for Dapr."""
+    if text in _GO_TRUE or text in _GO_FALSE:
+        return text in _GO_TRUE
+    if text in _GO_NULL:
+        return None
+    if text in _GO_SPECIAL_FLOAT:
+        return _GO_SPECIAL_FLOAT[text]
+    if not text or text[0] not in "-+0123456789." or _GO_TIMESTAMP.fullmatch(text):
+        return text
+    plain = text.replace("_", "")
+    match = _GO_INT.fullmatch(plain)
+    if match:
+        digits = match.group(1)
+        if digits[:2].lower() in ("0x", "0o", "0b"):
+            number = int(digits[2:], {"x": 16, "o": 8, "b": 2}[digits[1].lower()])
+        else:
+            number = int(digits, 8 if digits.startswith("0") else 10)
+        number = -number if plain.startswith("-") else number
+        if -(2**63) <= number < 2**64:
+            return number
+        if _GO_FLOAT.fullmatch(plain):  # beyond Go's integers: go-yaml reads a float
+            return float(plain)
+        return text
+    if _GO_FLOAT.fullmatch(plain):
+        return float(plain)
+    return text
+
+
+class _DaprYAML(yaml.SafeLoader):
+    """PyYAML's safe loader, typing plain scalars as Dapr's loader does (see _go_scalar)."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _GO_TAG
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
+
+def _construct_go_scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    assert isinstance(node, yaml.ScalarNode)
+    return _go_scalar(loader.construct_scalar(node))
+
+
+_DaprYAML.add_constructor(_GO_TAG, _construct_go_scalar)
+
+
+class _DaprDumper(yaml.SafeDumper):
+    """Quotes every string Dapr's loader would read as something else (``1e3``, ``y``)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = None if _go_scalar(text) == text and text == text.strip() else "'"
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_DaprDumper.add_representer(str, _represent_str)
 
 
 def read_component(
@@ -140,7 +231,7 @@ def _read(source: str | Path) -> tuple[str, str]:
     """The YAML text and a label for messages: the path, or _TEXT."""
     if isinstance(source, str) and not _looks_like_path(source):
         return source, _TEXT
-    path = Path(source)
+    path = Path(source.strip() if isinstance(source, str) else source)
     try:
         return path.read_text(encoding="utf-8"), str(path)
     except FileNotFoundError:
@@ -165,17 +256,18 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _load_yaml(text: str, label: str) -> list[Any]:
-    template = _TEMPLATE.search(text)
+    # Comments blanked (keeping offsets, for line numbers): a chart's notes may show {{ }}.
+    template = _TEMPLATE.search(_YAML_COMMENT.sub(lambda m: " " * len(m.group()), text))
     if template:
         line = text.count("\n", 0, template.start()) + 1
-        action = text[template.start() :].split("\n", 1)[0]
-        action = action[: action.find("}}") + 2] if "}}" in action else action[:40] + " ..."
+        # The action's first word only (".Values.nats.url", "include"), never a whole value.
+        word = re.match(r"\{\{-?[ \t]*[^\s}]{0,60}", text[template.start() :])
         raise MetadataError(
-            f"jsnb: {label} is a Helm template ({action[:60]} at line {line}): render it "
-            "first (helm template <release> <chart>) and load the output"
+            f"jsnb: {label} is a Helm template ({word.group() if word else '{{'} ... at line "
+            f"{line}): render it first (helm template <release> <chart>) and load the output"
         )
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=_DaprYAML) if d is not None]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -186,13 +278,14 @@ def _load_yaml(text: str, label: str) -> list[Any]:
         raise MetadataError(f"jsnb: {label} is not valid YAML: nested too deeply") from None
 
 
-def component_names(text: str) -> list[str]:
-    """The names of the ``pubsub.jetstream`` components in YAML *text* ([] if none can be read).
+def component_names(source: str | Path) -> list[str]:
+    """The names of the ``pubsub.jetstream`` components in *source* ([] if none can be read).
 
-    What a picker offers before ``read_component(text, name=...)`` is asked for one.
+    *source* is YAML text or a path, as for ``read_component(source, name=...)``: what a
+    picker offers before that is asked for one.
     """
     try:
-        docs = _load_yaml(text, _TEXT)
+        docs = _load_yaml(*_read(source))
     except MetadataError:
         return []
     return [
@@ -322,8 +415,8 @@ def _value(
         return _env(key, entry["envRef"]), "envRef"
     if "value" not in entry:
         _warn(
-            f"jsnb: {key} has no 'value' (nor envRef or secretKeyRef); Dapr reads it as empty, "
-            "and so does jsnb",
+            f"jsnb: {key} has no 'value' (nor envRef or secretKeyRef); Dapr reads it as an "
+            "empty value, and so does jsnb",
             UserWarning,
         )
     return _unmasked(key, value, unmask), None
@@ -379,8 +472,8 @@ def _unmasked(key: str, value: Any, unmask: Mapping[str, Any]) -> Any:
         if current and hide_userinfo(current) == value:
             return current
         raise MetadataError(
-            f"natsURL {value!r} has its credentials masked on export (***); give the real "
-            "URL, or export with reveal_secrets=True"
+            f"natsURL {hide_userinfo(value)!r} has its credentials masked on export (***); give "
+            "the real URL, or export with reveal_secrets=True"
         )
     return value
 
@@ -448,6 +541,7 @@ def _dapr_differences(
                 f"{key!r}, so it runs single; jsnb reads it: write 'concurrencyMode'"
             )
     yield from _enum_differences(lowered)
+    yield from _retry_key_differences(props)
     if "deliverpolicy" not in lowered and md.deliver_policy in (
         DeliverPolicy.SEQUENCE,
         DeliverPolicy.TIME,
@@ -472,15 +566,53 @@ def _dapr_differences(
         )
 
 
+def _retry_key_differences(props: Mapping[str, Any]) -> Iterator[str]:
+    """Upstream's unused retry decoder still fails Init on a bad ``backOff*`` value."""
+    for key, value in props.items():
+        if not key.startswith("backOff") or key == "backOff":  # its prefix is case-sensitive
+            continue
+        text = "" if value is None else str(value).strip()
+        if key == "backOffPolicy":
+            valid = text.lower() in ("constant", "exponential")
+        elif key in ("backOffMaxRetries",):
+            valid = bool(re.fullmatch(r"[+-]?[0-9]+", text))
+        elif key in ("backOffMultiplier", "backOffRandomizationFactor"):
+            valid = bool(re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)", text))
+        else:  # backOffDuration, ...Interval, backOffMaxElapsedTime: a duration or ms
+            try:
+                parse_duration(text)
+            except ValueError:
+                valid = False
+            else:
+                valid = bool(text)  # "" is an error there, unlike in the component's own keys
+        if not valid:
+            yield (
+                f"{key} {value!r}: Dapr's Init fails on it (its retry decoder reads every "
+                "backOff* key, though the component never uses them); jsnb ignores it: fix or "
+                "drop it"
+            )
+
+
+# The enum keys Dapr compares as written, and what each reads as when empty.
+_ENUM_DEFAULTS = {
+    "deliverpolicy": "all",
+    "ackpolicy": "explicit",
+    "concurrencymode": "single",
+    "concurrency": "single",
+}
+
+
 def _enum_differences(lowered: Mapping[str, tuple[str, Any]]) -> Iterator[str]:
     """Enum values Dapr compares case-sensitively, where jsnb ignores case and spaces."""
-    for lower in ("deliverpolicy", "ackpolicy", "concurrencymode", "concurrency"):
+    mode = lowered.get("concurrencymode", ("", None))
+    for lower in _ENUM_DEFAULTS:
         if lower not in lowered:
             continue
         key, value = lowered[lower]
         if not isinstance(value, str) or value == value.strip().lower():
             continue
-        word = value.strip().lower()
+        # What jsnb reads: the word, or for spaces alone the default (Dapr: not empty).
+        word = value.strip().lower() or _ENUM_DEFAULTS[lower]
         if lower == "concurrencymode" and key != "concurrencyMode":
             continue  # Dapr ignores the key (said above), so not its value
         if lower == "deliverpolicy":
@@ -491,8 +623,8 @@ def _enum_differences(lowered: Mapping[str, tuple[str, Any]]) -> Iterator[str]:
             effect = "Dapr reads it as 'explicit' (it falls back to explicit for any other word)"
         elif lower == "concurrencymode":
             effect = "Dapr's Init fails (invalid concurrencyMode)"
-        elif "concurrencymode" in lowered:
-            continue  # concurrencyMode overrides it in Dapr too
+        elif mode[0] == "concurrencyMode" and mode[1] not in (None, ""):
+            continue  # a concurrencyMode overrides it in Dapr too, unless empty
         else:
             effect = "Dapr selects no handler and its Subscribe fails"
         yield f"{key} {value!r}: {effect}; jsnb reads {word!r}: write {word!r}"
@@ -514,21 +646,25 @@ _SPACES_KEPT = {
 def _value_differences(info: FieldInfo, value: Any) -> Iterator[str]:
     """Values jsnb reads that Dapr's decoder refuses or reads otherwise."""
     key, kind = info.key, info.kind
-    if isinstance(value, str) and value.strip() and value != value.strip() and kind in _SPACES_KEPT:
+    text = value.strip() if isinstance(value, str) else None
+    numeric = kind in (Kind.INT, Kind.UNIX_TIME)
+    if text and value != text and kind in _SPACES_KEPT:
         shown = "(value hidden)" if info.secret else repr(hide_userinfo(value))
         yield (
             f"{key} {shown} has spaces around it: {_SPACES_KEPT[kind]}; jsnb trims them: "
             "remove them"
         )
-    if (
-        info.unsigned
-        and isinstance(value, str)
-        and value.strip().startswith("+")
-        and value.strip()[1:].isdigit()
-    ):
+    elif text == "" and value != "" and kind in (Kind.INT, Kind.DURATION, Kind.UNIX_TIME):
+        yield f"{key} is only spaces: Dapr's Init fails on it; jsnb reads it as unset: drop it"
+    if info.unsigned and text and text[0] in "+-" and text[1:].isdigit():
         yield (
             f"{key} {value!r}: Dapr reads it as an unsigned number and its Init fails on the "
-            f"'+'; jsnb reads {value.strip()[1:]}: drop the '+'"
+            f"sign; jsnb reads {int(text)}: drop the {text[0]!r}"
+        )
+    if numeric and text and re.fullmatch(r"[+-]?0[0-9_]*[1-9][0-9_]*", text):
+        yield (
+            f"{key} {value!r}: Dapr reads a leading zero as octal; jsnb reads decimal: drop "
+            "the leading zero"
         )
     if kind is Kind.DURATION and isinstance(value, float) and not value.is_integer():
         yield (
@@ -543,23 +679,26 @@ def _value_differences(info: FieldInfo, value: Any) -> Iterator[str]:
             f"{key} {value!r}: Dapr reads one comma-separated string of durations and fails "
             "on brackets, quotes and bare fractions; write it like '50ms, 1s, 10s'"
         )
-    elif kind is Kind.UNIX_TIME and isinstance(value, date):
+    elif kind is Kind.UNIX_TIME and (isinstance(value, date) or (text and parse_timestamp(text))):
         yield (
             f"{key} is a YAML timestamp: Dapr wants Unix seconds and its Init fails; write "
             "the Unix seconds instead"
         )
-    elif kind is Kind.UNIX_TIME and isinstance(value, str) and value.strip() == "":
+    elif kind is Kind.UNIX_TIME and (value is None or value == ""):
         yield (
             f"{key} is empty: jsnb reads no start time, but Dapr sets one at 1970 for any "
             "value, which nats-server refuses unless deliverPolicy is time: drop the entry"
         )
-    elif (
-        kind is Kind.INT and isinstance(value, str) and re.fullmatch(r"[+-]?0+[1-9][0-9_]*", value)
-    ):
+    placeholder = _PLACEHOLDER.search(value) if isinstance(value, str) else None
+    if placeholder and kind in (Kind.STR, Kind.NAME):
         yield (
-            f"{key} {value!r}: Dapr reads a leading zero as octal; jsnb reads decimal: drop "
-            "the leading zero"
+            f"{key} {hide_userinfo(value)!r}: Dapr replaces {placeholder.group()} with the "
+            "app's own value; jsnb reads it as written: write the value itself"
         )
+
+
+# Dapr's runtime substitutes these in metadata values (runtime/meta/meta.go).
+_PLACEHOLDER = re.compile(r"\{(?:uuid|podName|namespace|appID)\}")
 
 
 # -- writing ----------------------------------------------------------------------------
@@ -591,4 +730,4 @@ def render_component(md: Metadata, name: str | None = None, *, reveal_secrets: b
         doc["auth"] = {"secretStore": manifest.secret_store}
     if manifest.scopes:
         doc["scopes"] = list(manifest.scopes)
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    return yaml.dump(doc, Dumper=_DaprDumper, sort_keys=False, allow_unicode=True)

@@ -29,9 +29,10 @@ _UNIT_SECONDS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_WHOLE = re.compile(r"[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
-_INT = re.compile(r"[+-]?\d+")
+# ASCII digits only, as Go reads them (Python's \d also matches other scripts' digits).
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
+_WHOLE = re.compile(r"[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+", re.ASCII)
+_INT = re.compile(r"[+-]?\d+", re.ASCII)
 
 
 # Go stores a duration as int64 nanoseconds: about 292 years either way.

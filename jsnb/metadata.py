@@ -53,6 +53,7 @@ __all__ = [
     "format_value",
     "hide_userinfo",
     "iter_groups",
+    "parse_timestamp",
 ]
 
 EMBEDDED = "embedded"
@@ -379,6 +380,7 @@ class Metadata:
         "delivery",
         "Start time in Unix seconds (deliverPolicy time)",
         None,
+        unsigned=True,
         consumer="opt_start_time",
     )
     ack_policy: AckPolicy = _f(
@@ -776,12 +778,18 @@ def _parse_bool(info: FieldInfo, value: Any) -> bool:
 
 
 def _parse_int(info: FieldInfo, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _bad(info, value, "a whole number")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # YAML's 5.0 or 1e3: Dapr receives its JSON text, "5" or "1000"
+    elif isinstance(value, float):
         raise _bad(info, value, "a whole number")
     if isinstance(value, str):
         text = value.strip()
         if text == "":
             return 0
+        if not text.isascii():  # Python's int() reads other scripts' digits; Go does not
+            raise _bad(info, text, "a whole number")
         try:
             # Go's base-0 parsing reads 0x/0o/0b prefixes, as upstream does.
             value = int(text, 0)
@@ -834,10 +842,21 @@ def _parse_unix_time(info: FieldInfo, value: Any) -> int | None:
         return int(when.timestamp())
     if isinstance(value, str) and value.strip() == "":
         return None
+    if isinstance(value, str) and (instant := parse_timestamp(value)) is not None:
+        return int(instant.timestamp())  # jsnb reads more than Dapr here; a manifest is warned
     seconds = _parse_int(info, value)
     if not 0 <= seconds <= _LAST_UNIX_SECOND:
         raise _bad(info, value, "Unix seconds between 0 and 253402300799 (year 9999)")
     return seconds
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """An RFC 3339 / ISO 8601 instant (UTC unless it says otherwise), or None."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _parse_enum(info: FieldInfo, value: Any) -> str:
@@ -951,8 +970,13 @@ def _coerce(info: FieldInfo, value: Any) -> Any:
     return parsed
 
 
+def _empty(value: Any) -> bool:
+    """What Dapr's decoder receives as "" (a null or an empty string; spaces are not)."""
+    return value is None or value == ""
+
+
 def _apply_aliases(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> None:
-    if "hearbeat" in raw:
+    if "hearbeat" in raw and not _empty(raw["hearbeat"][1]):
         key, value = raw["hearbeat"]
         if "heartbeat" in values:
             _warn(
@@ -969,13 +993,14 @@ def _apply_aliases(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> N
                 "heartbeat: rename it to 'heartbeat'",
                 DeprecationWarning,
             )
-    if "concurrency" in raw and "concurrency_mode" not in values:
-        # upstream's metadata.yaml documents 'concurrency'; 'concurrencyMode' wins when both.
-        values["concurrency_mode"] = _parse_enum(_BY_KEY["concurrencymode"], raw["concurrency"][1])
+    if "concurrency" in raw and _empty(raw.get("concurrencymode", ("", ""))[1]):
+        # upstream's metadata.yaml documents 'concurrency'; a 'concurrencyMode' wins unless
+        # it is empty (upstream skips an empty one).
+        values["concurrency_mode"] = _parse(_BY_KEY["concurrencymode"], *raw["concurrency"])
 
 
 def _read_deliver_all(raw: dict[str, tuple[str, Any]], has_policy: bool) -> bool | None:
-    if "deliverall" not in raw:
+    if "deliverall" not in raw or _empty(raw["deliverall"][1]):
         return None
     key, value = raw["deliverall"]
     deliver_all = _parse_bool(FieldInfo("", key, Kind.BOOL, "", "", False), value)
@@ -1247,7 +1272,24 @@ def hide_userinfo(url: str) -> str:
     Each server's text is masked up to its *last* ``@``: a password may hold an
     unencoded ``@``, ``/`` or ``:``, and a URL may come without a scheme.
     """
-    return ",".join(_USERINFO.sub(r"\1***@", part, count=1) for part in url.split(","))
+    return ",".join(_hide_part(part) for part in url.split(","))
+
+
+# A server as a URL list names it: [scheme://]host[:port][/], with no credentials.
+_PLAIN_SERVER = re.compile(
+    r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]*\]|[^:@/\s]*)(?::[0-9]*)?/?\s*"
+)
+_SCHEME = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?")
+
+
+def _hide_part(part: str) -> str:
+    if "@" in part:
+        return _USERINFO.sub(r"\1***@", part, count=1)
+    if _PLAIN_SERVER.fullmatch(part):
+        return part
+    # Not a server: likely credentials cut at a comma they hold ("alice:se,cret@h").
+    scheme = _SCHEME.match(part)
+    return (scheme.group() if scheme else "") + "***"
 
 
 def _validate_start_sequence(md: Metadata) -> None:

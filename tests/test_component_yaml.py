@@ -99,7 +99,9 @@ def test_an_empty_value_is_the_default_as_in_dapr(entry: str, attr: str, expecte
 def test_an_entry_without_a_value_is_empty_with_a_warning() -> None:
     md, messages = warned(manifest(BASE, "{name: maxDeliver}"))
     assert md.max_deliver == Metadata.from_properties({"natsURL": URL}).max_deliver
-    assert any("maxDeliver has no 'value'" in m and "reads it as empty" in m for m in messages)
+    assert any(
+        "maxDeliver has no 'value'" in m and "reads it as an empty value" in m for m in messages
+    )
 
 
 @pytest.mark.parametrize(
@@ -414,7 +416,7 @@ BASE = f"{{name: natsURL, value: '{URL}'}}"
             ["{name: deliverPolicy, value: sequence}", "{name: startSequence, value: '+5'}"],
             "v1",
             "startSequence '\\+5': Dapr reads it as an unsigned number and its Init fails on "
-            "the '\\+'; jsnb reads 5",
+            "the sign; jsnb reads 5: drop the '\\+'",
             id="plus-on-an-unsigned",
         ),
         pytest.param(
@@ -591,7 +593,7 @@ def test_a_masked_export_loaded_back_is_refused(props: dict[str, str], match: st
     [
         pytest.param(
             manifest("{name: natsURL, value: '{{ .Values.nats.url }}'}"),
-            r"Helm template \(\{\{ .Values.nats.url \}\} at line 9\): render it first "
+            r"Helm template \(\{\{ .Values.nats.url ... at line 9\): render it first "
             r"\(helm template",
             id="helm-template",
         ),
@@ -693,3 +695,188 @@ def test_an_entry_without_a_name_never_shows_its_value() -> None:
     ) as info:
         load(manifest(BASE, "{value: hush-secret-8}"))
     assert "hush-secret-8" not in str(info.value)
+
+
+# -- values typed as Dapr's loader (go-yaml v2) types them ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "attr", "expected"),
+    [
+        pytest.param("{name: durableName, value: 12:30}", "durable_name", "12:30", id="no-base-60"),
+        pytest.param("{name: durableName, value: y}", "durable_name", "true", id="y-is-true"),
+        pytest.param("{name: durableName, value: n}", "durable_name", "false", id="n-is-false"),
+        pytest.param("{name: durableName, value: 0o10}", "durable_name", "8", id="0o-octal"),
+        pytest.param("{name: durableName, value: 1e3}", "durable_name", "1000", id="exponent"),
+        pytest.param(
+            "{name: name, value: 2024-01-01 10:00:00}", "name", "2024-01-01 10:00:00", id="time"
+        ),
+        pytest.param("{name: maxDeliver, value: 5.0}", "max_deliver", 5, id="float-int"),
+        pytest.param("{name: maxDeliver, value: 1e3}", "max_deliver", 1000, id="exponent-int"),
+        pytest.param("{name: maxAckPending, value: 0100}", "max_ack_pending", 64, id="octal"),
+        pytest.param(
+            "{name: maxAckPending, value: 1_000}", "max_ack_pending", 1000, id="underscore"
+        ),
+        pytest.param("{name: ackWait, value: 1e3}", "ack_wait", timedelta(seconds=1000), id="e3-s"),
+    ],
+)
+def test_plain_scalars_are_typed_as_dapr_types_them(entry: str, attr: str, expected: Any) -> None:
+    extra = ["{name: ackWait, value: 5s}"] if attr == "back_off" else []
+    md = load(manifest(BASE, entry, *extra))
+    assert getattr(md, attr) == expected
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        pytest.param("{name: ackWait, value: 1:30}", "ackWait: '1:30' is not a duration", id="b60"),
+        pytest.param(
+            "{name: maxDeliver, value: '\uff15'}", "maxDeliver '\uff15' is not valid", id="digit"
+        ),
+        pytest.param(
+            "{name: ackWait, value: '\u0665s'}", "ackWait: '\u0665s' is not a duration", id="dur"
+        ),
+        pytest.param("{name: maxDeliver, value: 5.5}", "maxDeliver 5.5 is not valid", id="frac"),
+    ],
+)
+def test_what_dapr_refuses_to_read_is_refused(entry: str, match: str) -> None:
+    with pytest.raises(MetadataError, match=match):
+        load(manifest(BASE, entry))
+
+
+@pytest.mark.parametrize(
+    ("entries", "match"),
+    [
+        pytest.param(
+            ["{name: startTime, value: }"],
+            "startTime is empty: .* Dapr sets one at 1970",
+            id="null",
+        ),
+        pytest.param(["{name: startTime}"], "startTime is empty: .*1970", id="no-value"),
+        pytest.param(
+            ["{name: deliverPolicy, value: time}", "{name: startTime, value: '+5'}"],
+            "startTime '\\+5': Dapr reads it as an unsigned number",
+            id="start-time-plus",
+        ),
+        pytest.param(
+            ["{name: startSequence, value: '-0'}"],
+            "startSequence '-0': Dapr reads it as an unsigned number .* drop the '-'",
+            id="minus-zero",
+        ),
+        pytest.param(
+            ["{name: deliverPolicy, value: time}", "{name: startTime, value: '010'}"],
+            "startTime '010': Dapr reads a leading zero as octal",
+            id="start-time-octal",
+        ),
+        pytest.param(
+            ["{name: maxDeliver, value: '0_10'}"],
+            "maxDeliver '0_10': Dapr reads a leading zero as octal",
+            id="octal-underscore",
+        ),
+        pytest.param(
+            ["{name: maxDeliver, value: ' '}"],
+            "maxDeliver is only spaces: Dapr's Init fails",
+            id="sp",
+        ),
+        pytest.param(
+            ["{name: ackWait, value: ' '}"],
+            "ackWait is only spaces: Dapr's Init fails",
+            id="sp-dur",
+        ),
+        pytest.param(
+            ["{name: deliverPolicy, value: ' '}"],
+            "deliverPolicy ' ': Dapr's Init fails .*jsnb reads 'all'",
+            id="sp-enum",
+        ),
+        pytest.param(
+            ["{name: concurrencyMode, value: ''}", "{name: concurrency, value: Parallel}"],
+            "concurrency 'Parallel': Dapr selects no handler",
+            id="empty-mode-lets-concurrency-through",
+        ),
+        pytest.param(
+            ["{name: durableName, value: '{appID}-orders'}"],
+            r"durableName '\{appID\}-orders': Dapr replaces \{appID\} with the app's own value",
+            id="placeholder",
+        ),
+        pytest.param(
+            ["{name: backOffPolicy, value: linear}"],
+            "backOffPolicy 'linear': Dapr's Init fails on it .*jsnb ignores it",
+            id="retry-policy",
+        ),
+        pytest.param(
+            ["{name: backOffMaxRetries, value: ''}"],
+            "backOffMaxRetries '': Dapr's Init fails",
+            id="retry-max-empty",
+        ),
+        pytest.param(
+            ["{name: backOffDuration, value: 1.5}"],
+            "backOffDuration 1.5: Dapr's Init fails",
+            id="retry-duration",
+        ),
+    ],
+)
+def test_more_dapr_differences_are_warned(entries: list[str], match: str) -> None:
+    _, messages = warned(manifest(BASE, *entries))
+    assert any(re.search(match, m) for m in messages), messages
+
+
+def test_an_empty_concurrency_mode_leaves_concurrency_in_charge() -> None:
+    md = load(
+        manifest(BASE, "{name: concurrencyMode, value: ''}", "{name: concurrency, value: parallel}")
+    )
+    assert md.concurrency_mode is ConcurrencyMode.PARALLEL
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        pytest.param(["{name: backOffPolicy, value: exponential}"], id="retry-policy"),
+        pytest.param(["{name: backOffDuration, value: 500}"], id="retry-ms"),
+        pytest.param(["{name: backOffMaxRetries, value: 3}"], id="retry-max"),
+        pytest.param(["{name: deliverAll, value: }"], id="null-deliverAll"),
+    ],
+)
+def test_retry_keys_and_empty_old_keys_dapr_reads_are_quiet(entries: list[str]) -> None:
+    load(manifest(BASE, *entries))
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        pytest.param("nats://***@h1:4222,nats://alice:s3cret-1@h2:4222", "s3cret-1", id="second"),
+        pytest.param("nats://alice:se,cret-2@h1:4222", "se", id="comma-in-password"),
+    ],
+)
+def test_url_errors_never_show_credentials(url: str, secret: str) -> None:
+    with pytest.raises(MetadataError) as info:
+        load(manifest(f"{{name: natsURL, value: '{url}'}}"))
+    assert "alice" not in str(info.value) and f":{secret}" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "start"),
+    [
+        pytest.param("{{- if .Values.nats.enabled }}", "{{- if", id="if-line"),
+        pytest.param("{{/* the pubsub */}}", "{{/*", id="comment-line"),
+        pytest.param('{{include "nats.url" .}}', "{{include", id="include"),
+    ],
+)
+def test_helm_actions_on_their_own_line_are_told(line: str, start: str) -> None:
+    text = manifest(BASE).replace("  metadata:\n", f"  metadata:\n{line}\n", 1)
+    with pytest.raises(MetadataError, match=re.escape(f"Helm template ({start}")):
+        load(text)
+
+
+def test_a_template_in_a_yaml_comment_is_not_a_template() -> None:
+    load(manifest(BASE) + "# rendered from {{ .Values.nats.url }}\n")
+
+
+def test_a_secret_with_braces_is_never_quoted() -> None:
+    md = load(manifest(BASE, "{name: token, value: 'ab{{ cdSECRETxyz}}'}"))
+    assert md.token == "ab{{ cdSECRETxyz}}"
+
+
+def test_a_path_with_spaces_around_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "pubsub.yaml"
+    path.write_text(manifest(BASE))
+    assert load(f"  {path}\n").nats_url == URL

@@ -422,3 +422,51 @@ def test_an_edited_import_exports_as_the_manifest_it_came_from() -> None:
     assert doc["scopes"] == ["donor-api"]
     entries = {e["name"]: e["value"] for e in doc["spec"]["metadata"]}
     assert entries == {"natsURL": "nats://h:4222", "deliverPolicy": "all", "maxDeliver": "4"}
+
+
+def _two(names: tuple[str, str] = ("a", "b")) -> str:
+    one = (
+        "kind: Component\nmetadata: {name: NAME}\nspec:\n  type: pubsub.jetstream\n"
+        "  metadata:\n  - {name: natsURL, value: 'nats://h:4222'}\n"
+        "  - {name: maxDeliver, value: MD}\n"
+    )
+    return "---\n".join(
+        one.replace("NAME", n).replace("MD", str(i)) for i, n in enumerate(names, start=2)
+    )
+
+
+def test_the_picker_asks_again_rather_than_import_a_stale_choice() -> None:
+    form = ConfigForm()
+    form.yaml_text.value = _two()
+    form.import_button.click()
+    form.component_picker.value = "b"
+    form.import_button.click()
+    assert form.metadata.max_deliver == 3
+    form.yaml_text.value = _two().split("---\n")[0]
+    form.import_button.click()  # one component: the picker hides
+    form.yaml_text.value = _two()
+    form.import_button.click()  # the same names again: asked again, nothing imported
+    assert "pick one" in form.summary.value and form.metadata.max_deliver == 2
+    assert form.component_picker.value is None
+    form.import_button.click()  # nothing picked yet: asked again, in the form's words
+    assert "pick one next to Import YAML" in form.summary.value
+    assert "name=" not in form.summary.value
+
+
+def test_the_picker_is_not_offered_for_components_sharing_a_name() -> None:
+    form = ConfigForm()
+    form.yaml_text.value = _two(("a", "a"))
+    form.import_button.click()
+    assert "share a name" in form.summary.value
+    assert form.component_picker.layout.display == "none"
+
+
+def test_the_picker_reads_a_file_named_in_the_box(tmp_path: Path) -> None:
+    path = tmp_path / "chart.yaml"
+    path.write_text(_two())
+    form = ConfigForm()
+    form.yaml_text.value = str(path)
+    form.import_button.click()
+    form.component_picker.value = "a"
+    form.import_button.click()
+    assert form.metadata.max_deliver == 2

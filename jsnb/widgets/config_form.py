@@ -370,19 +370,26 @@ class ConfigForm(widgets.VBox):
         """
         names = component_names(self.yaml_text.value)
         picker = self.component_picker
-        if len(names) > 1 and list(picker.options) != names:
-            picker.options = names
+        # Several distinct names: which one (shared names are refused by the reader).
+        several = len(names) > 1 and len(set(names)) == len(names)
+        offered = [value for _, value in picker.options]
+        stale = offered != names or picker.layout.display == "none"
+        if several and (stale or picker.value is None):
+            if stale:
+                picker.options = [(n or "(no name)", n) for n in names]
+                picker.value = None
             picker.layout.display = ""
+            shown = ", ".join(n or "(no name)" for n in names)
             self._validate(
                 messages=[
-                    f"the text holds {len(names)} components ({', '.join(names)}): pick one "
-                    "next to Import YAML, then press it again"
+                    f"the text holds {len(names)} components ({shown}): pick one next to "
+                    "Import YAML, then press it again"
                 ]
             )
             return
-        if len(names) <= 1:
+        if not several:
             picker.layout.display = "none"
-        name = picker.value if len(names) > 1 else None
+        name = picker.value if several else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
