@@ -24,6 +24,7 @@ from nats.js import api
 from jsnb.durations import to_seconds
 from jsnb.errors import ConsumerConflictError
 from jsnb.metadata import AckPolicy, ConsumerMode, DeliverPolicy, FieldInfo, Kind, Metadata
+from jsnb.state import consumer_mode
 
 __all__ = [
     "EPHEMERAL_INACTIVE_THRESHOLD",
@@ -59,6 +60,10 @@ _ALWAYS = frozenset({"deliver_policy", "ack_policy"})
 _ROWS = tuple(
     info for info in Metadata.fields_table() if info.consumer and info.consumer != "durable_name"
 )
+# consumerMode is the consumer's kind, not a ConsumerConfig attribute: a push consumer is
+# one with a deliver subject. It is compared (in its place in the field table), never set.
+_MODE = Metadata.field_info("consumerMode")
+_COMPARED = tuple(info for info in Metadata.fields_table() if info in _ROWS or info is _MODE)
 
 
 @dataclass
@@ -145,7 +150,8 @@ class Retune:
     The metadata is the desired state for every key it sets; a key it leaves
     unset keeps the server's value (so a manifest that sets only maxAckPending
     does not strip a backOff set earlier). *config* is the server's config with
-    the wanted values applied.
+    the wanted values applied that nats-server can change in place; *fixed* lists
+    the others, which need a new consumer.
     """
 
     config: api.ConsumerConfig
@@ -204,11 +210,16 @@ def compare(md: Metadata, have: api.ConsumerConfig) -> list[FieldDrift]:
 
     The one home of the comparison rule :func:`retune` applies: a key the
     metadata leaves unset keeps the server's value, and with backOff set the
-    server's ack wait is backOff[0], whatever ackWait says.
+    server's ack wait is backOff[0], whatever ackWait says. The consumerMode row
+    compares the kinds (push has a deliver subject): nats-server cannot turn one
+    into the other, so a difference always needs a new consumer.
     """
     rows = []
     backoff = md.back_off or have.backoff
-    for info in _ROWS:
+    for info in _COMPARED:
+        if info is _MODE:
+            rows.append(_kind(md, have))
+            continue
         wanted = _to_nats(info, getattr(md, info.attr))
         note = ""
         if info.consumer == "deliver_group":
@@ -238,13 +249,23 @@ def compare(md: Metadata, have: api.ConsumerConfig) -> list[FieldDrift]:
     return rows
 
 
+def _kind(md: Metadata, have: api.ConsumerConfig) -> FieldDrift:
+    """The consumerMode row: never updatable, nats-server cannot turn one kind into the other."""
+    wanted, held = md.consumer_mode.value, consumer_mode(have)
+    return FieldDrift(_MODE.key, wanted, held, wanted != held, updatable=False)
+
+
 def retune(md: Metadata, have: api.ConsumerConfig) -> Retune:
     """Compare the metadata with a live consumer's config, row by row of the field table."""
     merged = replace(have)
     updatable: dict[str, tuple[Any, Any]] = {}
     fixed: dict[str, tuple[Any, Any]] = {}
     for row in compare(md, have):
-        if row.differs:
-            (updatable if row.updatable else fixed)[row.key] = (row.held, row.wanted)
+        if not row.differs:
+            continue
+        if row.updatable:
+            updatable[row.key] = (row.held, row.wanted)
             setattr(merged, row.attr, row.value)
+        else:
+            fixed[row.key] = (row.held, row.wanted)
     return Retune(merged, updatable, fixed)

@@ -350,8 +350,9 @@ class Subscription:
                 "consumer serves one topic (upstream #2385): give each topic its own "
                 f"durableName, e.g. '{md.durable_name}-{self.topic.replace('.', '-')}'"
             )
-        if bool(have.deliver_subject) == self._pull:
-            kind = "push" if have.deliver_subject else "pull"
+        change = retune(md, have)
+        if "consumerMode" in change.fixed:
+            kind, _ = change.fixed["consumerMode"]
             raise ConsumerConflictError(
                 f"jsnb: durable consumer {md.durable_name!r} on stream {self.stream!r} is a "
                 f"{kind} consumer, but consumerMode is {md.consumer_mode.value!r}; nats-server "
@@ -365,7 +366,6 @@ class Subscription:
                 "subscriber, or use another durableName (with the same queueGroupName on "
                 "every subscriber) to share the work"
             )
-        change = retune(md, have)
         if change.fixed:
             raise ConsumerConflictError(change.conflict(md.durable_name, self.stream))
         if change.updatable:

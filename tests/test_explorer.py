@@ -10,6 +10,7 @@ from nats.js import JetStreamContext, api
 
 import jsnb
 from jsnb import JetStreamPubSub, ensure_stream
+from jsnb.consumer import compare, retune
 from jsnb.explorer import MAX_PAGE, REPORT_COLUMNS
 from jsnb.widgets import ConsumerState, StreamBrowser
 from tests.support import eventually
@@ -272,6 +273,7 @@ async def test_drift_of_a_durable_changed_behind_the_subscription(
         drift = (await sub.drift()).set_index("field")
         assert not drift["differs"].any()
         assert drift.loc["maxAckPending", ["metadata", "server"]].tolist() == [10, 10]
+        assert drift.loc["consumerMode", ["metadata", "server"]].tolist() == ["push", "push"]
         assert "unset" in drift.loc["maxDeliver", "note"]
 
         # Someone edits the live consumer (a redeploy with another manifest, say).
@@ -307,8 +309,45 @@ async def test_consumer_state_shows_drift_from_a_manifest_before_anyone_subscrib
     drift = state.drift.set_index("field")
     assert drift.loc["maxDeliver", "change"] == "in place"
     assert drift.loc["deliverPolicy", "change"] == "new consumer"
-    assert "drift: deliverPolicy, maxDeliver" in state.children[1].value
+    # Made without a deliver subject, it is a pull consumer; the manifest (Dapr's default) push.
+    assert drift.loc["consumerMode", ["metadata", "server", "change"]].tolist() == [
+        "push",
+        "pull",
+        "new consumer",
+    ]
+    assert "drift: consumerMode, deliverPolicy, maxDeliver" in state.children[1].value
     assert "drift from the metadata" in str(state.children[3].titles)
+
+
+@pytest.mark.parametrize(("made", "manifest"), [("push", "pull"), ("pull", "push")])
+async def test_drift_flags_a_consumer_of_the_other_kind(
+    ps: JetStreamPubSub, js: JetStreamContext, nats_server: Any, made: str, manifest: str
+) -> None:
+    """consumerMode is a drift row: a kind change needs a new consumer, never a retune."""
+    props = {"natsURL": nats_server.url, "durableName": "kind", "maxDeliver": 3}
+    async with JetStreamPubSub({**props, "consumerMode": made}) as owner:
+        await owner.subscribe("s.k", lambda m: None)
+    wanted = jsnb.Metadata.from_properties({**props, "consumerMode": manifest, "maxDeliver": 4})
+    have = (await js.consumer_info("S", "kind")).config
+
+    rows = {row.key: row for row in compare(wanted, have)}
+    kind = rows["consumerMode"]
+    assert (kind.wanted, kind.held, kind.differs, kind.updatable) == (manifest, made, True, False)
+    change = retune(wanted, have)
+    assert change.fixed["consumerMode"] == (made, manifest)
+    assert change.updatable == {"maxDeliver": (3, 4)}  # what can change in place still shows
+    assert not hasattr(change.config, "")  # the kind row is never set on the config
+
+    state = ConsumerState(js, "S", "kind", metadata=wanted)
+    await state.refresh()
+    assert state.drift.set_index("field").loc["consumerMode", "change"] == "new consumer"
+    assert "drift: consumerMode, maxDeliver" in state.children[1].value
+    async with JetStreamPubSub(wanted) as joiner:
+        with pytest.raises(
+            jsnb.ConsumerConflictError, match=rf"is a {made} consumer, but consumerMode is"
+        ):
+            await joiner.subscribe("s.k", lambda m: None)
+    assert (await js.consumer_info("S", "kind")).config.max_deliver == 3  # left as it was
 
 
 async def test_consumer_state_explains_its_counters_and_flags_a_stall(
