@@ -470,3 +470,33 @@ def test_the_picker_reads_a_file_named_in_the_box(tmp_path: Path) -> None:
     form.component_picker.value = "a"
     form.import_button.click()
     assert form.metadata.max_deliver == 2
+
+
+def test_credentials_in_the_url_are_masked_in_the_form_and_kept() -> None:
+    url = "nats://alice:pw-secret-3@h:4222"
+    form = ConfigForm({"natsURL": url})
+    assert form.controls["natsURL"].value == "nats://***@h:4222"
+    edit(form, ("maxDeliver", 4))
+    assert form.metadata.nats_url == url and form.metadata.max_deliver == 4
+    form.export_button.click()
+    for widget in descendants(form):
+        assert "pw-secret-3" not in json.dumps(widget.get_state(), default=str), widget
+    edit(form, ("natsURL", "nats://bob:other-4@h2:4222"))  # typed: masked at once, kept
+    assert form.metadata.nats_url == "nats://bob:other-4@h2:4222"
+    assert form.controls["natsURL"].value == "nats://***@h2:4222"
+    edit(form, ("natsURL", "nats://h3:4222"))
+    assert form.metadata.nats_url == "nats://h3:4222"
+
+
+def test_credentials_in_an_imported_url_stay_behind_the_mask() -> None:
+    form = ConfigForm()
+    form.yaml_text.value = (
+        "kind: Component\nmetadata: {name: x}\nspec:\n  type: pubsub.jetstream\n  metadata:\n"
+        "  - {name: natsURL, value: 'nats://alice:pw-secret-5@h:4222'}\n"
+    )
+    form.import_button.click()
+    assert form.controls["natsURL"].value == "nats://***@h:4222"
+    assert form.metadata.nats_url == "nats://alice:pw-secret-5@h:4222"
+    form.yaml_text.value = ""
+    for widget in descendants(form):
+        assert "pw-secret-5" not in json.dumps(widget.get_state(), default=str), widget

@@ -32,7 +32,7 @@ from jsnb.component_yaml import Secrets, component_names, read_component
 from jsnb.display import ERROR_COLOUR, MUTED_COLOUR, OK_COLOUR
 from jsnb.durations import format_duration, parse_duration
 from jsnb.errors import InvalidArgumentError, MetadataError
-from jsnb.metadata import FieldInfo, Kind, Metadata, format_value, iter_groups
+from jsnb.metadata import FieldInfo, Kind, Metadata, format_value, hide_userinfo, iter_groups
 
 __all__ = ["ConfigForm"]
 
@@ -166,6 +166,7 @@ class ConfigForm(widgets.VBox):
         self._errors: dict[str, str] = {}
         self._loading = False
         self._exported = ""
+        self._url = ""  # the natsURL behind a masked control, credentials included
 
         shown = _shown_fields(keys)
         self.controls: dict[str, widgets.ValueWidget] = {
@@ -277,8 +278,14 @@ class ConfigForm(widgets.VBox):
         try:
             for key, control in self.controls.items():
                 info = Metadata.field_info(key)
-                value = getattr(md, info.attr) if md is not None else info.default
-                control.value = _control_value(info, value)
+                value = _control_value(
+                    info, getattr(md, info.attr) if md is not None else info.default
+                )
+                if key == "natsURL":
+                    # Credentials in the URL show masked, kept while the text is unedited.
+                    self._url = value if hide_userinfo(value) != value else ""
+                    value = hide_userinfo(value)
+                control.value = value
         finally:
             self._loading = False
         self._validate(notes=notes)
@@ -295,11 +302,20 @@ class ConfigForm(widgets.VBox):
             k: v for k, v in hidden.items() if k not in self.controls and v != ""
         }
         props.update({key: control.value for key, control in self.controls.items()})
+        if self._url and props.get("natsURL") == hide_userinfo(self._url):
+            props["natsURL"] = self._url
         return props
 
     # -- validation --------------------------------------------------------------------
 
-    def _on_change(self, _change: Mapping[str, Any]) -> None:
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        url = self.controls.get("natsURL")
+        if change.get("owner") is url and url is not None and hide_userinfo(url.value) != url.value:
+            # Typed credentials are kept behind the mask at once: the widget's state is
+            # what a saved notebook stores.
+            self._url = url.value
+            url.value = hide_userinfo(self._url)  # observed again: validates then
+            return
         if not self._loading:
             self._validate()
 
