@@ -517,8 +517,23 @@ class Metadata:
         return cls(**values)
 
     def replace(self, **changes: Any) -> Metadata:
-        """A copy with attributes changed, validated again."""
-        return dataclasses.replace(self, **changes)
+        """A copy with attributes changed, validated again.
+
+        It warns only about what the changes brought: this metadata's own warnings
+        were given when it was made, and a notebook would show them again.
+        """
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            copy = dataclasses.replace(self, **changes)
+        if caught:
+            with warnings.catch_warnings(record=True) as own:
+                warnings.simplefilter("always")
+                dataclasses.replace(self)
+            given = {(w.category, str(w.message)) for w in own}
+            for w in caught:
+                if (w.category, str(w.message)) not in given:
+                    _warn(str(w.message), w.category)
+        return copy
 
     # -- exporting --------------------------------------------------------------
 
@@ -703,7 +718,10 @@ def _warn(message: str, category: type[Warning]) -> None:
     """Warn at the caller's code, not ours, so Jupyter shows it (it hides library warnings)."""
     frame = sys._getframe(1)
     level = 2
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("jsnb."):
+    # Past jsnb's frames and the dataclasses machinery that validates a Metadata.
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        ("jsnb.", "dataclasses")
+    ):
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)

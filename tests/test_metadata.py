@@ -599,3 +599,16 @@ def test_warnings_point_at_the_callers_code() -> None:
         )
     assert {w.filename for w in direct} == {__file__}
     assert {w.filename for w in via_yaml} == {__file__}
+
+
+def test_replace_warns_only_about_what_the_changes_brought() -> None:
+    with pytest.warns(UserWarning, match="ackWait 10s is not used"):
+        md = Metadata.from_properties({"natsURL": "nats://h:1", "ackWait": "10s", "backOff": "1s"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        md.replace(max_deliver=5)
+        md.replace(queue_group_name="workers")  # new: a queue group without a durable
+    assert [str(w.message).split(" without")[0] for w in caught] == [
+        "jsnb: queueGroupName 'workers'"
+    ]
+    assert caught[0].filename == __file__  # shown at the caller, not in dataclasses.py
