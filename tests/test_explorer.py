@@ -370,6 +370,9 @@ async def test_consumer_state_explains_its_counters_and_flags_a_stall(
     assert "maxAckPending" in explained.loc["stalled", "meaning"]
     fig = state.plot()
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][2] == "ack pending"
+    # The x axis counts seconds from the first poll (timestamps as ticks ran together).
+    assert fig.axes[0].get_xlabel().startswith("seconds since ")
+    assert fig.axes[0].lines[0].get_xdata()[0] == 0.0
 
 
 # -- consumer actions --------------------------------------------------------------------

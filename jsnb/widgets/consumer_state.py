@@ -424,10 +424,15 @@ class ConsumerState(_Poller):
         else:
             fig = ax.figure
         frame = self.history
+        # Seconds from the first poll: timestamps as ticks run together over a few seconds.
+        start = frame["time"].iloc[0] if len(frame) else None
+        seconds = (frame["time"] - start).dt.total_seconds() if start is not None else []
         for key, label in _PLOTTED.items():
-            ax.plot(frame["time"], frame[key], label=label, linewidth=1.5)
+            ax.plot(seconds, frame[key], label=label, linewidth=1.5)
         ax.set_title(f"consumer {self.consumer} on stream {self.stream}", fontsize=9)
         ax.set_ylabel("messages / sequence")
+        if start is not None:
+            ax.set_xlabel(f"seconds since {start:%H:%M:%S} UTC", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return fig
