@@ -64,11 +64,25 @@ def warned(text: str, **kwargs: Any) -> tuple[Metadata, list[str]]:
         pytest.param(
             "{name: durableName, value: 2024-01-01}", "durable_name", "2024-01-01", id="date"
         ),
+        # Unquoted values are typed as Dapr's loader (go-yaml v2) types them.
+        pytest.param("{name: durableName, value: 12:30}", "durable_name", "12:30", id="no-base-60"),
+        pytest.param("{name: durableName, value: y}", "durable_name", "true", id="y-is-true"),
+        pytest.param("{name: durableName, value: n}", "durable_name", "false", id="n-is-false"),
+        pytest.param("{name: durableName, value: 0o10}", "durable_name", "8", id="0o-octal"),
+        pytest.param("{name: durableName, value: 1e3}", "durable_name", "1000", id="exponent"),
+        pytest.param(
+            "{name: name, value: 2024-01-01 10:00:00}", "name", "2024-01-01 10:00:00", id="time"
+        ),
+        pytest.param("{name: maxDeliver, value: 5.0}", "max_deliver", 5, id="float-int"),
+        pytest.param("{name: maxDeliver, value: 1e3}", "max_deliver", 1000, id="exponent-int"),
+        pytest.param("{name: maxAckPending, value: 0100}", "max_ack_pending", 64, id="octal"),
+        pytest.param(
+            "{name: maxAckPending, value: 1_000}", "max_ack_pending", 1000, id="underscore"
+        ),
+        pytest.param("{name: ackWait, value: 1e3}", "ack_wait", timedelta(seconds=1000), id="e3-s"),
     ],
 )
-def test_numbers_and_booleans_in_string_fields_are_stringified(
-    entry: str, attr: str, expected: str
-) -> None:
+def test_values_are_read_as_dapr_reads_them(entry: str, attr: str, expected: Any) -> None:
     # A queue group needs a durable (jsnb warns otherwise).
     extra = ["{name: durableName, value: d}"] if attr == "queue_group_name" else []
     md = load(manifest(f"{{name: natsURL, value: '{URL}'}}", *extra, entry))
@@ -118,9 +132,17 @@ def test_an_entry_without_a_value_is_empty_with_a_warning() -> None:
             "startSequence 18446744073709551616 is not valid: .* 0 to 18446744073709551615",
             id="uint64",
         ),
+        pytest.param("{name: ackWait, value: 1:30}", "ackWait: '1:30' is not a duration", id="b60"),
+        pytest.param(
+            "{name: maxDeliver, value: '\uff15'}", "maxDeliver '\uff15' is not valid", id="digit"
+        ),
+        pytest.param(
+            "{name: ackWait, value: '\u0665s'}", "ackWait: '\u0665s' is not a duration", id="dur"
+        ),
+        pytest.param("{name: maxDeliver, value: 5.5}", "maxDeliver 5.5 is not valid", id="frac"),
     ],
 )
-def test_a_number_dapr_cannot_hold_is_refused(entry: str, match: str) -> None:
+def test_what_dapr_cannot_read_is_refused(entry: str, match: str) -> None:
     with pytest.raises(MetadataError, match=match):
         load(manifest(BASE, "{name: deliverPolicy, value: sequence}", entry))
 
@@ -437,6 +459,85 @@ BASE = f"{{name: natsURL, value: '{URL}'}}"
             "current Dapr ignores it .*default 'all'.*jsnb reads it as deliverPolicy last",
             id="deliver-all",
         ),
+        pytest.param(
+            ["{name: startTime, value: }"],
+            "v1",
+            "startTime is empty: .* Dapr sets one at 1970",
+            id="null",
+        ),
+        pytest.param(["{name: startTime}"], "v1", "startTime is empty: .*1970", id="no-value"),
+        pytest.param(
+            ["{name: deliverPolicy, value: time}", "{name: startTime, value: '+5'}"],
+            "v1",
+            "startTime '\\+5': Dapr reads it as an unsigned number",
+            id="start-time-plus",
+        ),
+        pytest.param(
+            ["{name: startSequence, value: '-0'}"],
+            "v1",
+            "startSequence '-0': Dapr reads it as an unsigned number .* drop the '-'",
+            id="minus-zero",
+        ),
+        pytest.param(
+            ["{name: deliverPolicy, value: time}", "{name: startTime, value: '010'}"],
+            "v1",
+            "startTime '010': Dapr reads a leading zero as octal",
+            id="start-time-octal",
+        ),
+        pytest.param(
+            ["{name: maxDeliver, value: '0_10'}"],
+            "v1",
+            "maxDeliver '0_10': Dapr reads a leading zero as octal",
+            id="octal-underscore",
+        ),
+        pytest.param(
+            ["{name: maxDeliver, value: ' '}"],
+            "v1",
+            "maxDeliver is only spaces: Dapr's Init fails",
+            id="sp",
+        ),
+        pytest.param(
+            ["{name: ackWait, value: ' '}"],
+            "v1",
+            "ackWait is only spaces: Dapr's Init fails",
+            id="sp-dur",
+        ),
+        pytest.param(
+            ["{name: deliverPolicy, value: ' '}"],
+            "v1",
+            "deliverPolicy ' ': Dapr's Init fails .*jsnb reads 'all'",
+            id="sp-enum",
+        ),
+        pytest.param(
+            ["{name: concurrencyMode, value: ''}", "{name: concurrency, value: Parallel}"],
+            "v1",
+            "concurrency 'Parallel': Dapr selects no handler",
+            id="empty-mode-lets-concurrency-through",
+        ),
+        pytest.param(
+            ["{name: durableName, value: '{appID}-orders'}"],
+            "v1",
+            r"durableName '\{appID\}-orders': Dapr replaces \{appID\} with the app's own value",
+            id="placeholder",
+        ),
+        pytest.param(
+            ["{name: backOffPolicy, value: linear}"],
+            "v1",
+            "backOffPolicy 'linear': Dapr's Init fails on it .*jsnb ignores it",
+            id="retry-policy",
+        ),
+        pytest.param(
+            ["{name: backOffMaxRetries, value: ''}"],
+            "v1",
+            "backOffMaxRetries '': Dapr's Init fails",
+            id="retry-max-empty",
+        ),
+        pytest.param(
+            ["{name: backOffDuration, value: 1.5}"],
+            "v1",
+            "backOffDuration 1.5: Dapr's Init fails",
+            id="retry-duration",
+        ),
     ],
 )
 def test_dapr_differences_are_warned(entries: list[str], version: str, match: str) -> None:
@@ -695,129 +796,6 @@ def test_an_entry_without_a_name_never_shows_its_value() -> None:
     ) as info:
         load(manifest(BASE, "{value: hush-secret-8}"))
     assert "hush-secret-8" not in str(info.value)
-
-
-# -- values typed as Dapr's loader (go-yaml v2) types them ---------------------------------
-
-
-@pytest.mark.parametrize(
-    ("entry", "attr", "expected"),
-    [
-        pytest.param("{name: durableName, value: 12:30}", "durable_name", "12:30", id="no-base-60"),
-        pytest.param("{name: durableName, value: y}", "durable_name", "true", id="y-is-true"),
-        pytest.param("{name: durableName, value: n}", "durable_name", "false", id="n-is-false"),
-        pytest.param("{name: durableName, value: 0o10}", "durable_name", "8", id="0o-octal"),
-        pytest.param("{name: durableName, value: 1e3}", "durable_name", "1000", id="exponent"),
-        pytest.param(
-            "{name: name, value: 2024-01-01 10:00:00}", "name", "2024-01-01 10:00:00", id="time"
-        ),
-        pytest.param("{name: maxDeliver, value: 5.0}", "max_deliver", 5, id="float-int"),
-        pytest.param("{name: maxDeliver, value: 1e3}", "max_deliver", 1000, id="exponent-int"),
-        pytest.param("{name: maxAckPending, value: 0100}", "max_ack_pending", 64, id="octal"),
-        pytest.param(
-            "{name: maxAckPending, value: 1_000}", "max_ack_pending", 1000, id="underscore"
-        ),
-        pytest.param("{name: ackWait, value: 1e3}", "ack_wait", timedelta(seconds=1000), id="e3-s"),
-    ],
-)
-def test_plain_scalars_are_typed_as_dapr_types_them(entry: str, attr: str, expected: Any) -> None:
-    extra = ["{name: ackWait, value: 5s}"] if attr == "back_off" else []
-    md = load(manifest(BASE, entry, *extra))
-    assert getattr(md, attr) == expected
-
-
-@pytest.mark.parametrize(
-    ("entry", "match"),
-    [
-        pytest.param("{name: ackWait, value: 1:30}", "ackWait: '1:30' is not a duration", id="b60"),
-        pytest.param(
-            "{name: maxDeliver, value: '\uff15'}", "maxDeliver '\uff15' is not valid", id="digit"
-        ),
-        pytest.param(
-            "{name: ackWait, value: '\u0665s'}", "ackWait: '\u0665s' is not a duration", id="dur"
-        ),
-        pytest.param("{name: maxDeliver, value: 5.5}", "maxDeliver 5.5 is not valid", id="frac"),
-    ],
-)
-def test_what_dapr_refuses_to_read_is_refused(entry: str, match: str) -> None:
-    with pytest.raises(MetadataError, match=match):
-        load(manifest(BASE, entry))
-
-
-@pytest.mark.parametrize(
-    ("entries", "match"),
-    [
-        pytest.param(
-            ["{name: startTime, value: }"],
-            "startTime is empty: .* Dapr sets one at 1970",
-            id="null",
-        ),
-        pytest.param(["{name: startTime}"], "startTime is empty: .*1970", id="no-value"),
-        pytest.param(
-            ["{name: deliverPolicy, value: time}", "{name: startTime, value: '+5'}"],
-            "startTime '\\+5': Dapr reads it as an unsigned number",
-            id="start-time-plus",
-        ),
-        pytest.param(
-            ["{name: startSequence, value: '-0'}"],
-            "startSequence '-0': Dapr reads it as an unsigned number .* drop the '-'",
-            id="minus-zero",
-        ),
-        pytest.param(
-            ["{name: deliverPolicy, value: time}", "{name: startTime, value: '010'}"],
-            "startTime '010': Dapr reads a leading zero as octal",
-            id="start-time-octal",
-        ),
-        pytest.param(
-            ["{name: maxDeliver, value: '0_10'}"],
-            "maxDeliver '0_10': Dapr reads a leading zero as octal",
-            id="octal-underscore",
-        ),
-        pytest.param(
-            ["{name: maxDeliver, value: ' '}"],
-            "maxDeliver is only spaces: Dapr's Init fails",
-            id="sp",
-        ),
-        pytest.param(
-            ["{name: ackWait, value: ' '}"],
-            "ackWait is only spaces: Dapr's Init fails",
-            id="sp-dur",
-        ),
-        pytest.param(
-            ["{name: deliverPolicy, value: ' '}"],
-            "deliverPolicy ' ': Dapr's Init fails .*jsnb reads 'all'",
-            id="sp-enum",
-        ),
-        pytest.param(
-            ["{name: concurrencyMode, value: ''}", "{name: concurrency, value: Parallel}"],
-            "concurrency 'Parallel': Dapr selects no handler",
-            id="empty-mode-lets-concurrency-through",
-        ),
-        pytest.param(
-            ["{name: durableName, value: '{appID}-orders'}"],
-            r"durableName '\{appID\}-orders': Dapr replaces \{appID\} with the app's own value",
-            id="placeholder",
-        ),
-        pytest.param(
-            ["{name: backOffPolicy, value: linear}"],
-            "backOffPolicy 'linear': Dapr's Init fails on it .*jsnb ignores it",
-            id="retry-policy",
-        ),
-        pytest.param(
-            ["{name: backOffMaxRetries, value: ''}"],
-            "backOffMaxRetries '': Dapr's Init fails",
-            id="retry-max-empty",
-        ),
-        pytest.param(
-            ["{name: backOffDuration, value: 1.5}"],
-            "backOffDuration 1.5: Dapr's Init fails",
-            id="retry-duration",
-        ),
-    ],
-)
-def test_more_dapr_differences_are_warned(entries: list[str], match: str) -> None:
-    _, messages = warned(manifest(BASE, *entries))
-    assert any(re.search(match, m) for m in messages), messages
 
 
 def test_an_empty_concurrency_mode_leaves_concurrency_in_charge() -> None:
