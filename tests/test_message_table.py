@@ -257,6 +257,33 @@ def test_a_steady_flow_reads_its_own_rate_whatever_the_draw_times() -> None:
     assert shown and all(r == pytest.approx(1000.0) for r in shown), shown
 
 
+def test_after_a_pause_the_rate_counts_from_the_resume() -> None:
+    clock = FakeClock()
+    table = MessageTable(refresh_hz=4.0, clock=clock)
+    seq = 0
+    for tick in range(1, 13):  # 1,000 events a second for 3 s
+        clock.now = tick * 0.25
+        for _ in range(250):
+            seq += 1
+            table.record(event(seq))
+        table.flush()
+    table.pause()
+    for tick in range(1, 241):  # 60 s paused, still 1,000 a second
+        clock.now = 3.0 + tick * 0.25
+        for _ in range(250):
+            seq += 1
+            table.record(event(seq))
+    table.resume()
+    assert table.rate == 0  # nothing since the resume yet, not 60 s of events over 2 s
+    for tick in range(1, 13):
+        clock.now = 63.0 + tick * 0.25
+        for _ in range(250):
+            seq += 1
+            table.record(event(seq))
+        table.flush()
+        assert table.rate == pytest.approx(1000.0, rel=0.05)
+
+
 async def test_the_rate_falls_to_idle_by_itself_once_traffic_stops() -> None:
     table = MessageTable(refresh_hz=20.0)  # the real clock: the idle draw is a loop timer
     for seq in range(1, 101):

@@ -213,6 +213,8 @@ class MessageTable(widgets.VBox):
         """Show everything recorded, including what arrived while paused."""
         self._paused = False
         self._pause_button.description, self._pause_button.icon = "Pause", "pause"
+        # Draws stopped while paused: the rate counts again from now.
+        self._samples = deque([(self._clock(), self.seen)])
         self.flush()
 
     def clear(self) -> None:
