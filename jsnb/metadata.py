@@ -776,7 +776,20 @@ def _warn_unknown(key: str) -> None:
 
 
 def _shown(info: FieldInfo, value: Any) -> str:
-    return "(hidden)" if info.secret else repr(value)
+    if info.secret:
+        return "(hidden)"
+    if info.key == "natsURL":  # a URL may carry credentials, whatever its type
+        return repr(hide_userinfo(value) if isinstance(value, str) else _hide_in(value))
+    return repr(value)
+
+
+def _hide_in(value: Any) -> Any:
+    """*value* with the credentials of every URL in it hidden (a list given as natsURL)."""
+    if isinstance(value, str):
+        return hide_userinfo(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_hide_in(v) for v in value)
+    return "(hidden)" if isinstance(value, Mapping) else value
 
 
 def _bad(info: FieldInfo, value: Any, expected: str) -> MetadataError:

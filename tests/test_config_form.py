@@ -12,7 +12,7 @@ import ipywidgets as widgets
 import pytest
 import yaml
 
-from jsnb import DeliverPolicy, Metadata
+from jsnb import DeliverPolicy, Metadata, MetadataError
 from jsnb.metadata import GROUPS, MASK
 from jsnb.widgets import ConfigForm
 
@@ -500,3 +500,33 @@ def test_credentials_in_an_imported_url_stay_behind_the_mask() -> None:
     form.yaml_text.value = ""
     for widget in descendants(form):
         assert "pw-secret-5" not in json.dumps(widget.get_state(), default=str), widget
+
+
+def test_a_host_edited_in_a_masked_url_keeps_its_credentials() -> None:
+    form = ConfigForm({"natsURL": "nats://a:pw-6@h1:4222,nats://h2:4222"})
+    assert form.controls["natsURL"].value == "nats://***@h1:4222,nats://h2:4222"
+    edit(form, ("natsURL", "nats://***@h9:4222,nats://h3:4222"))
+    assert form.metadata.nats_url == "nats://a:pw-6@h9:4222,nats://h3:4222"
+    edit(form, ("natsURL", "nats://h3:4222,nats://***@h9:4222"))  # nothing behind that mask
+    assert "masked credentials" in form.errors["natsURL"]
+    assert form.metadata.nats_url == "nats://a:pw-6@h9:4222,nats://h3:4222"  # the last valid
+
+
+def test_the_url_box_updates_when_typing_ends() -> None:
+    # Each keystroke would be masked on its own, so the box syncs on Enter or blur.
+    assert form_url_box(ConfigForm()).continuous_update is False
+
+
+def form_url_box(form: ConfigForm) -> widgets.Text:
+    box = form.controls["natsURL"]
+    assert isinstance(box, widgets.Text)
+    return box
+
+
+@pytest.mark.parametrize(
+    "value", [["nats://a:pw-7@h1:4222", "nats://h2:4222"], {"url": "nats://a:pw-7@h1"}]
+)
+def test_a_url_of_the_wrong_type_is_refused_without_its_credentials(value: object) -> None:
+    with pytest.raises(MetadataError) as info:
+        Metadata.from_properties({"natsURL": value})
+    assert "pw-7" not in str(info.value) and "natsURL" in str(info.value)

@@ -20,6 +20,7 @@ the password boxes; summaries, exports (unless asked) and ``repr`` mask them.
 from __future__ import annotations
 
 import html
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,7 +72,13 @@ def _make_control(info: FieldInfo) -> widgets.ValueWidget:
         return widgets.BoundedIntText(min=info.minimum, max=_INT_MAX, **common)
     if info.kind is Kind.SECRET:
         return widgets.Password(**common)
-    return widgets.Text(placeholder=_PLACEHOLDERS.get(info.kind, ""), **common)
+    # natsURL updates when typing ends (Enter, or leaving the box), so credentials typed
+    # into it are masked whole, not one keystroke at a time.
+    return widgets.Text(
+        placeholder=_PLACEHOLDERS.get(info.kind, ""),
+        continuous_update=info.key != "natsURL",
+        **common,
+    )
 
 
 def _control_value(info: FieldInfo, value: Any) -> Any:
@@ -115,6 +122,24 @@ def _shown_fields(keys: Sequence[str] | None) -> tuple[FieldInfo, ...]:
                 f"jsnb: {key!r} is not a component property; known: {known}"
             ) from None
     return tuple(info for info in table if info.key in wanted)
+
+
+def _unmask_url(shown: str, real: str) -> str:
+    """*shown* with each server's ``***@`` replaced by the credentials *real* gave that server.
+
+    Servers are matched by position in the list, so a host or port edited in the
+    masked text keeps its credentials; a mask with nothing behind it stays (and is refused).
+    """
+    reals = real.split(",")
+    parts = []
+    for i, part in enumerate(shown.split(",")):
+        mask = part.find("***@")
+        if mask >= 0 and i < len(reals) and "@" in reals[i]:
+            scheme = re.match(r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?", reals[i])
+            userinfo = reals[i][scheme.end() if scheme else 0 : reals[i].rindex("@")]
+            part = part[:mask] + userinfo + part[mask + 3 :]
+        parts.append(part)
+    return ",".join(parts)
 
 
 def _error_html(message: str) -> str:
@@ -302,8 +327,8 @@ class ConfigForm(widgets.VBox):
             k: v for k, v in hidden.items() if k not in self.controls and v != ""
         }
         props.update({key: control.value for key, control in self.controls.items()})
-        if self._url and props.get("natsURL") == hide_userinfo(self._url):
-            props["natsURL"] = self._url
+        if self._url and "***" in str(props.get("natsURL", "")):
+            props["natsURL"] = _unmask_url(str(props["natsURL"]), self._url)
         return props
 
     # -- validation --------------------------------------------------------------------
@@ -321,15 +346,22 @@ class ConfigForm(widgets.VBox):
 
     def _check(self, props: dict[str, Any]) -> tuple[Metadata | None, dict[str, str], list[str]]:
         """Parse *props*: the metadata and its warnings, or every problem by key."""
+        errors: dict[str, str] = {}
+        if re.search(r"\*\*\*(@|$|,)", str(props.get("natsURL", ""))):
+            errors["natsURL"] = (
+                "natsURL shows masked credentials (***) the form has nothing to put back "
+                "for: type them"
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 md = Metadata.from_properties(props, allow_embedded=True)
             except MetadataError as exc:
-                errors: dict[str, str] = {}
                 for key, problem in exc.problems:
                     errors.setdefault(key or "", problem)
                 return None, errors, []
+        if errors:
+            return None, errors, []
         return md, {}, [str(w.message) for w in caught]
 
     def _validate(self, *, notes: Sequence[str] = (), messages: Sequence[str] = ()) -> None:
