@@ -158,6 +158,22 @@ def _go_scalar(text: str) -> Any:
     return text
 
 
+def _go_text(value: Any) -> str:
+    """A typed scalar in a Go string field of the manifest, as Dapr's loader writes it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+    return str(value)
+
+
 class _DaprYAML(yaml.SafeLoader):
     """PyYAML's safe loader, typing plain scalars as Dapr's loader does (see _go_scalar)."""
 
@@ -300,7 +316,7 @@ def component_names(source: str | Path) -> list[str]:
 
 def _component_name(component: Mapping[str, Any]) -> str:
     meta = component.get("metadata")
-    return str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
+    return _go_text(meta.get("name")) if isinstance(meta, Mapping) else ""
 
 
 def _pick_component(docs: list[Any], label: str, name: str | None) -> dict[str, Any]:
@@ -387,7 +403,7 @@ def _entries(
             has = f"keys {', '.join(map(str, entry))}" if isinstance(entry, dict) else "no keys"
             problems.append((None, f"spec.metadata entry {i} needs a 'name' (it has {has})"))
             continue
-        key = str(entry["name"])
+        key = _go_text(entry["name"])
         if key in props:
             _warn(f"jsnb: {key} is given twice; the last one is used, as in Dapr", UserWarning)
         try:
@@ -423,10 +439,10 @@ def _value(
 
 
 def _secret(key: str, ref: Any, secrets: Secrets | None, store: str) -> Any:
-    if not isinstance(ref, Mapping) or not ref.get("name"):
+    if not isinstance(ref, Mapping) or not _go_text(ref.get("name")):
         raise MetadataError(f"{key}: secretKeyRef needs a 'name' (and usually a 'key')")
-    secret = str(ref["name"])
-    item = str(ref.get("key") or secret)  # Dapr: no key means the key named like the secret
+    secret = _go_text(ref["name"])
+    item = _go_text(ref.get("key")) or secret  # Dapr: no key means the key named like the secret
     where = f"secret {secret!r}, key {item!r}"
     if secrets is None:
         raise MetadataError(
@@ -444,10 +460,11 @@ def _secret(key: str, ref: Any, secrets: Secrets | None, store: str) -> Any:
 
 
 def _env(key: str, name: Any) -> str:
-    value = os.environ.get(str(name))
+    name = _go_text(name)
+    value = os.environ.get(name)
     if value is None:
         _warn(
-            f"jsnb: {key} reads the environment variable {str(name)!r}, which is not set; "
+            f"jsnb: {key} reads the environment variable {name!r}, which is not set; "
             "the value is empty, as in Dapr",
             UserWarning,
         )
@@ -495,8 +512,8 @@ def _manifest(
     values = md.as_properties(defaults=True)
     return Manifest(
         name=_component_name(component) or DEFAULT_NAME,
-        namespace=str(meta.get("namespace") or ""),
-        scopes=tuple(map(str, scopes)) if isinstance(scopes, list) else (),
+        namespace=_go_text(meta.get("namespace")),
+        scopes=tuple(map(_go_text, scopes)) if isinstance(scopes, list) else (),
         secret_store=_secret_store(component),
         refs={
             info.key: Ref(entry, _digest(values[info.key]))

@@ -858,3 +858,20 @@ def test_a_path_with_spaces_around_it_is_read(tmp_path: Path) -> None:
     path = tmp_path / "pubsub.yaml"
     path.write_text(manifest(BASE))
     assert load(f"  {path}\n").nats_url == URL
+
+
+def test_names_namespace_and_scopes_are_text_as_dapr_reads_them() -> None:
+    text = (
+        manifest(BASE, name="y").replace("  name: y\n", "  name: y\n  namespace: no\n")
+        + "scopes: [on, 1.0, ~]\n"
+    )
+    md = load(text)
+    assert md.manifest is not None
+    assert (md.manifest.name, md.manifest.namespace) == ("true", "false")
+    assert md.manifest.scopes == ("true", "1", "")
+    assert load(md.to_component_yaml()).manifest == md.manifest
+
+
+def test_a_secret_named_no_is_the_secret_false() -> None:
+    text = manifest(BASE, "{name: token, secretKeyRef: {name: no, key: 1e3}}")
+    assert load(text, secrets={"false": {"1000": "tok-8"}}).token == "tok-8"
