@@ -62,11 +62,22 @@ from jsnb.subscription import Subscription
 if TYPE_CHECKING:
     from jsnb.server import NatsServer
 
-__all__ = ["PUBLISH_TIMEOUT", "JetStreamPubSub", "Lifecycle"]
+__all__ = [
+    "NO_RESPONDERS_RETRIES",
+    "NO_RESPONDERS_WAIT",
+    "PUBLISH_TIMEOUT",
+    "JetStreamPubSub",
+    "Lifecycle",
+]
 
 log = logging.getLogger("jsnb")
 
 PUBLISH_TIMEOUT = 5.0  # upstream waits 5 s for each PubAck
+# "No responders" to a publish is retried twice, 250 ms apart, as nats.go does for
+# upstream (DefaultPubRetryAttempts, DefaultPubRetryWait): a new stream's or a new
+# leader's interest reaches the client's server over the routes a moment later.
+NO_RESPONDERS_RETRIES = 2
+NO_RESPONDERS_WAIT = 0.25
 
 
 class Lifecycle(enum.StrEnum):
@@ -239,14 +250,18 @@ class JetStreamPubSub:
         headers = out.headers
         if out.msg_id:
             headers = {**headers, "Nats-Msg-Id": out.msg_id}
-        try:
-            ack = await js.publish(
-                topic, out.payload, timeout=self.publish_timeout, headers=headers or None
-            )
-        except nats.js.errors.NoStreamResponseError:
-            raise await self._no_answer(topic) from None
-        except nats.errors.MaxPayloadError:
-            raise self._too_large(topic, len(out.payload)) from None
+        for retry in range(NO_RESPONDERS_RETRIES + 1):
+            try:
+                ack = await js.publish(
+                    topic, out.payload, timeout=self.publish_timeout, headers=headers or None
+                )
+                break
+            except nats.js.errors.NoStreamResponseError:
+                if retry == NO_RESPONDERS_RETRIES:
+                    raise await self._no_answer(topic) from None
+                await asyncio.sleep(NO_RESPONDERS_WAIT)  # nothing was stored: safe to resend
+            except nats.errors.MaxPayloadError:
+                raise self._too_large(topic, len(out.payload)) from None
         return PublishResult(ack.stream, ack.seq, bool(ack.duplicate), out.msg_id)
 
     async def _no_answer(self, topic: str) -> JsnbError:

@@ -22,6 +22,7 @@ from jsnb import (
     ensure_stream,
 )
 from jsnb.consumer import ConsumerConflictError
+from jsnb.pubsub import NO_RESPONDERS_RETRIES, NO_RESPONDERS_WAIT
 from tests.support import Recorder, eventually, make
 
 pytestmark = pytest.mark.streams(ORDERS=["orders", "orders.>", "dlq"])
@@ -141,6 +142,15 @@ async def test_publish_without_stream_says_how_to_fix(ps: JetStreamPubSub) -> No
         StreamNotFoundError, match=r"ensure_stream\(ps, 'MYSTREAM', \['nowhere'\]\)"
     ):
         await ps.publish("nowhere", "x")
+
+
+async def test_no_responders_is_tried_again_first_as_nats_go_does(ps: JetStreamPubSub) -> None:
+    # A new stream's interest reaches other nodes a moment later, so "no responders" is
+    # retried before jsnb says why (a lower bound: a slow machine only adds to it).
+    started = time.monotonic()
+    with pytest.raises(StreamNotFoundError):
+        await ps.publish("nowhere", "x")
+    assert time.monotonic() - started >= NO_RESPONDERS_RETRIES * NO_RESPONDERS_WAIT
 
 
 async def test_subscribe_without_stream_says_how_to_fix(ps: JetStreamPubSub) -> None:
