@@ -54,6 +54,7 @@ __all__ = [
     "hide_userinfo",
     "iter_groups",
     "parse_timestamp",
+    "restore_userinfo",
 ]
 
 EMBEDDED = "embedded"
@@ -779,7 +780,7 @@ def _shown(info: FieldInfo, value: Any) -> str:
     if info.secret:
         return "(hidden)"
     if info.key == "natsURL":  # a URL may carry credentials, whatever its type
-        return repr(hide_userinfo(value) if isinstance(value, str) else _hide_in(value))
+        return repr(_hide_in(value))
     return repr(value)
 
 
@@ -1311,6 +1312,25 @@ _PLAIN_SERVER = re.compile(
     r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]*\]|[^:@/\s]*)(?::[0-9]*)?/?\s*"
 )
 _SCHEME = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?")
+
+
+def restore_userinfo(shown: str, real: str) -> str:
+    """*shown* with each server's ``***@`` replaced by the credentials *real* gave that server.
+
+    The inverse of :func:`hide_userinfo` for a masked URL someone edited: servers are
+    matched by position, so an edited host or port keeps its credentials; a mask with
+    nothing behind it stays.
+    """
+    reals = real.split(",")
+    parts = []
+    for i, part in enumerate(shown.split(",")):
+        mask = part.find("***@")
+        if mask >= 0 and i < len(reals) and "@" in reals[i]:
+            scheme = _SCHEME.match(reals[i])
+            userinfo = reals[i][scheme.end() if scheme else 0 : reals[i].rindex("@")]
+            part = part[:mask] + userinfo + part[mask + 3 :]
+        parts.append(part)
+    return ",".join(parts)
 
 
 def _hide_part(part: str) -> str:

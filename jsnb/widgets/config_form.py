@@ -33,7 +33,15 @@ from jsnb.component_yaml import Secrets, component_names, read_component
 from jsnb.display import ERROR_COLOUR, MUTED_COLOUR, OK_COLOUR
 from jsnb.durations import format_duration, parse_duration
 from jsnb.errors import InvalidArgumentError, MetadataError
-from jsnb.metadata import FieldInfo, Kind, Metadata, format_value, hide_userinfo, iter_groups
+from jsnb.metadata import (
+    FieldInfo,
+    Kind,
+    Metadata,
+    format_value,
+    hide_userinfo,
+    iter_groups,
+    restore_userinfo,
+)
 
 __all__ = ["ConfigForm"]
 
@@ -122,24 +130,6 @@ def _shown_fields(keys: Sequence[str] | None) -> tuple[FieldInfo, ...]:
                 f"jsnb: {key!r} is not a component property; known: {known}"
             ) from None
     return tuple(info for info in table if info.key in wanted)
-
-
-def _unmask_url(shown: str, real: str) -> str:
-    """*shown* with each server's ``***@`` replaced by the credentials *real* gave that server.
-
-    Servers are matched by position in the list, so a host or port edited in the
-    masked text keeps its credentials; a mask with nothing behind it stays (and is refused).
-    """
-    reals = real.split(",")
-    parts = []
-    for i, part in enumerate(shown.split(",")):
-        mask = part.find("***@")
-        if mask >= 0 and i < len(reals) and "@" in reals[i]:
-            scheme = re.match(r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?", reals[i])
-            userinfo = reals[i][scheme.end() if scheme else 0 : reals[i].rindex("@")]
-            part = part[:mask] + userinfo + part[mask + 3 :]
-        parts.append(part)
-    return ",".join(parts)
 
 
 def _error_html(message: str) -> str:
@@ -328,7 +318,7 @@ class ConfigForm(widgets.VBox):
         }
         props.update({key: control.value for key, control in self.controls.items()})
         if self._url and "***" in str(props.get("natsURL", "")):
-            props["natsURL"] = _unmask_url(str(props["natsURL"]), self._url)
+            props["natsURL"] = restore_userinfo(str(props["natsURL"]), self._url)
         return props
 
     # -- validation --------------------------------------------------------------------
